@@ -129,7 +129,7 @@ fn parse_pbkdf2(phc: &str) -> Result<Pbkdf2Hash> {
     let salt = B64.decode(salt).map_err(|_| bad())?;
     let hash = B64.decode(hash).map_err(|_| bad())?;
     // `l` is optional; when present it must match the hash.
-    if salt.len() < 8
+    if salt.len() < 4
         || !(16..=64).contains(&hash.len())
         || len.is_some_and(|l| l as usize != hash.len())
     {

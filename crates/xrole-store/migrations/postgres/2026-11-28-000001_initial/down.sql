@@ -1,0 +1,11 @@
+DROP TABLE audit_events;
+DROP TABLE idempotency_records;
+DROP TABLE resources;
+DROP TABLE job_steps;
+DROP TABLE jobs;
+DROP TABLE seen_webhook_ids;
+DROP TABLE aws_account_links;
+DROP TABLE api_keys;
+DROP TABLE users;
+DROP TABLE organizations;
+DROP FUNCTION audit_events_append_only();

@@ -1,0 +1,12 @@
+DROP TRIGGER audit_events_no_delete;
+DROP TRIGGER audit_events_no_update;
+DROP TABLE audit_events;
+DROP TABLE idempotency_records;
+DROP TABLE resources;
+DROP TABLE job_steps;
+DROP TABLE jobs;
+DROP TABLE seen_webhook_ids;
+DROP TABLE aws_account_links;
+DROP TABLE api_keys;
+DROP TABLE users;
+DROP TABLE organizations;

@@ -1,0 +1,272 @@
+//! Everything that differs between SQLite and PostgreSQL lives in this file:
+//! the connection enum, URL parsing, per-connection SQLite settings, the
+//! embedded migrations, `BEGIN IMMEDIATE` and `FOR UPDATE SKIP LOCKED`.
+
+use std::time::Duration;
+
+use diesel::connection::{
+    AnsiTransactionManager, Connection, SimpleConnection, TransactionManager,
+};
+use diesel::{PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use r2d2::CustomizeConnection;
+
+use crate::error::{Error, Result};
+
+/// A connection to either backend. Every repository function takes
+/// `&mut Conn`; open a transaction with [`Connection::transaction`] (or
+/// [`write_transaction`]) to compose several of them atomically.
+#[derive(diesel::MultiConnection)]
+pub enum Conn {
+    /// Bundled SQLite (one file, WAL mode).
+    Sqlite(SqliteConnection),
+    /// PostgreSQL.
+    Pg(PgConnection),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Sqlite(_) => "Conn::Sqlite",
+            Conn::Pg(_) => "Conn::Pg",
+        })
+    }
+}
+
+/// Which engine a URL or connection points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Conn {
+    /// The engine behind this connection.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::Pg(_) => Backend::Postgres,
+        }
+    }
+}
+
+/// A pool of [`Conn`]s (r2d2).
+pub type Pool = r2d2::Pool<Manager>;
+/// A connection checked out of a [`Pool`]; derefs to [`Conn`].
+pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+/// How long a SQLite connection waits for a competing writer before failing.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Splits a database URL into the backend and the string the driver expects:
+/// `postgres://…`/`postgresql://…` stay as they are; `sqlite://path`,
+/// `sqlite:path` and a bare file path become the SQLite file path.
+pub fn parse_url(url: &str) -> Result<(Backend, String)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Backend::Postgres, url.to_owned()));
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    if path.is_empty() || path.contains("://") {
+        return Err(Error::UnsupportedUrl);
+    }
+    Ok((Backend::Sqlite, path.to_owned()))
+}
+
+/// Opens one connection with the per-connection settings applied (no
+/// migrations run).
+pub fn connect(url: &str) -> Result<Conn> {
+    let (backend, target) = parse_url(url)?;
+    let mut conn = establish(backend, &target)?;
+    configure(&mut conn)?;
+    Ok(conn)
+}
+
+/// A pool of up to `max_size` connections to `url`, each configured like
+/// [`connect`]'s. Call [`run_migrations`] on one of them at start-up.
+pub fn pool(url: &str, max_size: u32) -> Result<Pool> {
+    let (backend, target) = parse_url(url)?;
+    Ok(r2d2::Pool::builder()
+        .max_size(max_size)
+        .connection_customizer(Box::new(Configure))
+        .build(Manager { backend, target })?)
+}
+
+// The derived `Conn::establish` tries each backend in turn and discards the
+// errors; choosing by URL keeps the real error and never opens a stray file.
+fn establish(backend: Backend, target: &str) -> Result<Conn> {
+    Ok(match backend {
+        Backend::Sqlite => Conn::Sqlite(SqliteConnection::establish(target)?),
+        Backend::Postgres => Conn::Pg(PgConnection::establish(target)?),
+    })
+}
+
+/// Per-connection settings (SQLite forgets them on every new connection).
+fn configure(conn: &mut Conn) -> Result<()> {
+    match conn {
+        Conn::Sqlite(c) => c.batch_execute(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; \
+             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+            SQLITE_BUSY_TIMEOUT.as_millis()
+        ))?,
+        Conn::Pg(_) => {}
+    }
+    Ok(())
+}
+
+/// The r2d2 connection manager behind [`Pool`]: opens the backend the URL
+/// names.
+#[derive(Debug)]
+pub struct Manager {
+    backend: Backend,
+    target: String,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = Error;
+
+    fn connect(&self) -> Result<Conn> {
+        establish(self.backend, &self.target)
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<()> {
+        use diesel::r2d2::R2D2Connection;
+        Ok(conn.ping()?)
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        use diesel::r2d2::R2D2Connection;
+        conn.is_broken()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Configure;
+
+impl CustomizeConnection<Conn, Error> for Configure {
+    fn on_acquire(&self, conn: &mut Conn) -> Result<()> {
+        configure(conn)
+    }
+}
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Applies every pending migration; returns the versions applied.
+pub fn run_migrations(conn: &mut Conn) -> Result<Vec<String>> {
+    let applied = match conn {
+        Conn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+        Conn::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+    }
+    .map_err(|e| Error::Migration(e.to_string()))?;
+    Ok(applied.into_iter().map(|v| v.to_string()).collect())
+}
+
+/// Reverts every applied migration (down.sql, newest first): an empty database.
+pub fn revert_all_migrations(conn: &mut Conn) -> Result<Vec<String>> {
+    let reverted = match conn {
+        Conn::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS),
+        Conn::Pg(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS),
+    }
+    .map_err(|e| Error::Migration(e.to_string()))?;
+    Ok(reverted.into_iter().map(|v| v.to_string()).collect())
+}
+
+/// Whether migrations are pending (for a start-up check).
+pub fn has_pending_migrations(conn: &mut Conn) -> Result<bool> {
+    match conn {
+        Conn::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+        Conn::Pg(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+    }
+    .map_err(|e| Error::Migration(e.to_string()))
+}
+
+/// Runs `f` in a transaction that intends to write.
+///
+/// On SQLite the outermost call issues `BEGIN IMMEDIATE`, taking the write
+/// lock up front: a deferred transaction that reads and then writes can fail
+/// with `SQLITE_BUSY` when another writer committed in between, and the busy
+/// timeout cannot help it. Nested calls become savepoints. On PostgreSQL this
+/// is an ordinary transaction. Use it for any transaction that writes (the
+/// idempotency + job + audit transaction of a request, for instance).
+pub fn write_transaction<T, E, F>(conn: &mut Conn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut Conn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    let outermost_sqlite = match conn {
+        Conn::Sqlite(c) => {
+            let depth =
+                AnsiTransactionManager::transaction_manager_status_mut(c).transaction_depth()?;
+            if depth.is_none() {
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+                true
+            } else {
+                false
+            }
+        }
+        Conn::Pg(_) => false,
+    };
+    if !outermost_sqlite {
+        return conn.transaction(f);
+    }
+    // The MultiConnection's transaction manager delegates to the SQLite
+    // connection's, which now knows it is one level deep.
+    match f(conn) {
+        Ok(value) => {
+            <Conn as Connection>::TransactionManager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(e) => {
+            <Conn as Connection>::TransactionManager::rollback_transaction(conn)?;
+            Err(e)
+        }
+    }
+}
+
+/// `INSERT … ON CONFLICT DO NOTHING` (diesel's MultiBackend has no
+/// `ON CONFLICT`, so the statement is built per backend). Returns the number
+/// of rows inserted: 0 means a unique constraint already held the row.
+macro_rules! insert_or_ignore {
+    ($conn:expr, $table:expr, $values:expr) => {{
+        use diesel::RunQueryDsl as _;
+        match $conn {
+            $crate::backend::Conn::Sqlite(c) => diesel::insert_into($table)
+                .values($values)
+                .on_conflict_do_nothing()
+                .execute(c),
+            $crate::backend::Conn::Pg(c) => diesel::insert_into($table)
+                .values($values)
+                .on_conflict_do_nothing()
+                .execute(c),
+        }
+    }};
+}
+pub(crate) use insert_or_ignore;
+
+/// The id of the next runnable job, locked for this transaction on
+/// PostgreSQL (`FOR UPDATE SKIP LOCKED`, so concurrent workers pass over each
+/// other's rows). On SQLite the caller holds the write lock already
+/// (`BEGIN IMMEDIATE`), which serialises claimers.
+pub(crate) fn next_runnable_job(conn: &mut Conn, now_ms: i64) -> Result<Option<String>> {
+    use crate::schema::jobs::dsl as j;
+    use diesel::prelude::*;
+    let runnable = j::state
+        .eq("queued")
+        .and(j::run_after_ms.le(now_ms))
+        .or(j::state.eq("running").and(j::lease_expires_ms.lt(now_ms)));
+    let q = j::jobs
+        .select(j::id)
+        .filter(runnable)
+        .order((j::run_after_ms.asc(), j::id.asc()))
+        .limit(1);
+    Ok(match conn {
+        Conn::Sqlite(c) => q.first::<String>(c).optional()?,
+        Conn::Pg(c) => q.for_update().skip_locked().first::<String>(c).optional()?,
+    })
+}

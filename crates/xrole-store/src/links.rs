@@ -1,0 +1,521 @@
+//! AWS account links. The External ID and the callback secret are stored
+//! sealed (AES-256-GCM via [`Keyring`], AAD binding each value to its table,
+//! column, organization and row), so a database dump reveals neither. The
+//! External ID also has a blind index (keyed HMAC) with a unique constraint.
+//! Plaintext leaves the store only through [`reveal_external_id`] and
+//! [`reveal_callback_secret`].
+
+use diesel::prelude::*;
+use serde::Serialize;
+use xrole_crypto::{Aad, ExternalId, Keyring, WebhookSecret};
+
+use crate::backend::{Conn, write_transaction};
+use crate::error::{Error, Result};
+use crate::schema::aws_account_links::dsl as l;
+use crate::types::{
+    AccessLevel, LinkId, LinkState, OrgId, Page, PageRequest, before_cursor, paginate, parse_col,
+};
+
+/// The table name in the AAD of sealed link columns.
+pub const TABLE: &str = "aws_account_links";
+/// The column (and AAD component) holding the sealed External ID.
+pub const EXTERNAL_ID_COLUMN: &str = "external_id";
+/// The column (and AAD component) holding the sealed callback secret.
+pub const CALLBACK_SECRET_COLUMN: &str = "callback_secret";
+/// The blind-index purpose for External IDs.
+pub const EXTERNAL_ID_INDEX_PURPOSE: &str = "external_id";
+
+/// An AWS account link, without its secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    /// Its id.
+    pub id: LinkId,
+    /// Organization.
+    pub org_id: OrgId,
+    /// Human label.
+    pub name: String,
+    /// State.
+    pub state: LinkState,
+    /// The AWS account the customer said they would link (12 digits).
+    pub aws_account_id: String,
+    /// The role ARN the customer's stack reported.
+    pub role_arn: Option<String>,
+    /// The permission set requested.
+    pub access_level: AccessLevel,
+    /// Until when the callback secret accepts a first report, unix ms. After
+    /// a stack has reported (`last_callback_ms` set) it keeps serving the
+    /// stack's Update and Delete events.
+    pub callback_secret_expires_ms: i64,
+    /// The CloudFormation stack id the callback reported.
+    pub stack_id: Option<String>,
+    /// The region the stack runs in.
+    pub region: Option<String>,
+    /// The last accepted callback, unix ms.
+    pub last_callback_ms: Option<i64>,
+    /// The last verification, unix ms.
+    pub last_verified_ms: Option<i64>,
+    /// What the last verification found (free text for operators).
+    pub last_verification_result: Option<String>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Creation time, unix ms.
+    pub created_ms: i64,
+    /// Last change, unix ms.
+    pub updated_ms: i64,
+}
+
+/// What [`create`] needs. The server generates both secrets
+/// (`ExternalId::generate`, `WebhookSecret::generate`).
+#[derive(Debug)]
+pub struct NewLink<'a> {
+    /// Human label.
+    pub name: &'a str,
+    /// The AWS account to be linked (12 digits, checked by the caller).
+    pub aws_account_id: &'a str,
+    /// The permission set requested.
+    pub access_level: AccessLevel,
+    /// The link's External ID.
+    pub external_id: &'a ExternalId,
+    /// The link's callback secret.
+    pub callback_secret: &'a WebhookSecret,
+    /// Until when a first callback is accepted, unix ms (creation + 48 h).
+    pub callback_secret_expires_ms: i64,
+}
+
+/// What a CloudFormation callback reported.
+#[derive(Debug, Clone, Copy)]
+pub struct StackReport<'a> {
+    /// The role the stack created.
+    pub role_arn: &'a str,
+    /// The stack's id.
+    pub stack_id: &'a str,
+    /// The stack's region.
+    pub region: &'a str,
+}
+
+/// The outcome of a verification, for [`record_verification`].
+#[derive(Debug, Clone, Copy)]
+pub struct Verification<'a> {
+    /// The state the link moves to (`active`, `insecure`, `failed`, …).
+    pub state: LinkState,
+    /// What was found, for operators.
+    pub result: &'a str,
+    /// The error, when it failed.
+    pub error: Option<&'a str>,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = crate::schema::aws_account_links)]
+struct Row {
+    id: String,
+    org_id: String,
+    name: String,
+    state: String,
+    aws_account_id: String,
+    role_arn: Option<String>,
+    access_level: String,
+    external_id_sealed: Vec<u8>,
+    external_id_index: Vec<u8>,
+    callback_secret_sealed: Vec<u8>,
+    callback_secret_expires_ms: i64,
+    stack_id: Option<String>,
+    region: Option<String>,
+    last_callback_ms: Option<i64>,
+    last_verified_ms: Option<i64>,
+    last_verification_result: Option<String>,
+    last_error: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl TryFrom<Row> for Link {
+    type Error = Error;
+    fn try_from(r: Row) -> Result<Link> {
+        Ok(Link {
+            id: parse_col(&r.id)?,
+            org_id: parse_col(&r.org_id)?,
+            name: r.name,
+            state: r.state.parse()?,
+            aws_account_id: r.aws_account_id,
+            role_arn: r.role_arn,
+            access_level: r.access_level.parse()?,
+            callback_secret_expires_ms: r.callback_secret_expires_ms,
+            stack_id: r.stack_id,
+            region: r.region,
+            last_callback_ms: r.last_callback_ms,
+            last_verified_ms: r.last_verified_ms,
+            last_verification_result: r.last_verification_result,
+            last_error: r.last_error,
+            created_ms: r.created_ms,
+            updated_ms: r.updated_ms,
+        })
+    }
+}
+
+fn external_id_aad(org: &str, row: &str) -> Aad {
+    Aad::new(TABLE, EXTERNAL_ID_COLUMN, org, row)
+}
+
+fn callback_secret_aad(org: &str, row: &str) -> Aad {
+    Aad::new(TABLE, CALLBACK_SECRET_COLUMN, org, row)
+}
+
+/// The blind index of an External ID (what the unique constraint compares).
+pub fn external_id_index(keyring: &Keyring, external_id: &ExternalId) -> [u8; 32] {
+    keyring.blind_index(EXTERNAL_ID_INDEX_PURPOSE, external_id.as_str().as_bytes())
+}
+
+/// Creates a link of `org` in state `pending`, sealing its External ID and
+/// callback secret. [`Error::Duplicate`]`("external_id")` when another link
+/// (of any organization) has the same External ID.
+pub fn create(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    org: OrgId,
+    new: &NewLink<'_>,
+    now_ms: i64,
+) -> Result<Link> {
+    let id = LinkId::new().to_string();
+    let org_s = org.to_string();
+    let row = Row {
+        external_id_sealed: keyring
+            .seal(
+                new.external_id.as_str().as_bytes(),
+                &external_id_aad(&org_s, &id),
+            )
+            .map_err(Error::Crypto)?,
+        external_id_index: external_id_index(keyring, new.external_id).to_vec(),
+        callback_secret_sealed: keyring
+            .seal(
+                new.callback_secret.expose_secret().as_bytes(),
+                &callback_secret_aad(&org_s, &id),
+            )
+            .map_err(Error::Crypto)?,
+        id,
+        org_id: org_s,
+        name: new.name.to_owned(),
+        state: LinkState::Pending.as_str().to_owned(),
+        aws_account_id: new.aws_account_id.to_owned(),
+        role_arn: None,
+        access_level: new.access_level.as_str().to_owned(),
+        callback_secret_expires_ms: new.callback_secret_expires_ms,
+        stack_id: None,
+        region: None,
+        last_callback_ms: None,
+        last_verified_ms: None,
+        last_verification_result: None,
+        last_error: None,
+        created_ms: now_ms,
+        updated_ms: now_ms,
+    };
+    diesel::insert_into(l::aws_account_links)
+        .values(&row)
+        .execute(conn)
+        .map_err(Error::duplicate_as("external_id"))?;
+    row.try_into()
+}
+
+fn load(conn: &mut Conn, org: OrgId, id: LinkId) -> Result<Row> {
+    l::aws_account_links
+        .filter(l::org_id.eq(org.to_string()))
+        .filter(l::id.eq(id.to_string()))
+        .select(Row::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(Error::NotFound)
+}
+
+/// Reads a link of `org`.
+pub fn get(conn: &mut Conn, org: OrgId, id: LinkId) -> Result<Link> {
+    load(conn, org, id)?.try_into()
+}
+
+/// [`Error::NotFound`] unless `id` is a link of `org`.
+pub(crate) fn ensure_exists(conn: &mut Conn, org: OrgId, id: LinkId) -> Result<()> {
+    let n: i64 = l::aws_account_links
+        .filter(l::org_id.eq(org.to_string()))
+        .filter(l::id.eq(id.to_string()))
+        .count()
+        .get_result(conn)?;
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
+/// The organization owning link `id`: the one lookup made before a tenant is
+/// known, for the CloudFormation callback (its body names only the link).
+/// Verify the callback's signature with [`reveal_callback_secret`] before
+/// trusting anything else in it.
+pub fn org_of_link(conn: &mut Conn, id: LinkId) -> Result<Option<OrgId>> {
+    let org: Option<String> = l::aws_account_links
+        .find(id.to_string())
+        .select(l::org_id)
+        .first(conn)
+        .optional()?;
+    org.as_deref().map(parse_col).transpose()
+}
+
+/// Finds the link of `org` with this External ID (through the blind index).
+pub fn find_by_external_id(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    org: OrgId,
+    external_id: &ExternalId,
+) -> Result<Link> {
+    l::aws_account_links
+        .filter(l::org_id.eq(org.to_string()))
+        .filter(l::external_id_index.eq(external_id_index(keyring, external_id).to_vec()))
+        .select(Row::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(Error::NotFound)?
+        .try_into()
+}
+
+/// The External ID of a link of `org`, in clear (for AssumeRole and for
+/// showing the customer their parameters).
+pub fn reveal_external_id(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    org: OrgId,
+    id: LinkId,
+) -> Result<ExternalId> {
+    let row = load(conn, org, id)?;
+    let plain = keyring
+        .open(
+            &row.external_id_sealed,
+            &external_id_aad(&row.org_id, &row.id),
+        )
+        .map_err(Error::Crypto)?;
+    let text = std::str::from_utf8(plain.expose_secret()).map_err(|_| Error::Invalid {
+        kind: "external id",
+    })?;
+    ExternalId::parse(text).map_err(Error::Crypto)
+}
+
+/// The callback secret of a link of `org`, in clear (to verify a callback's
+/// signature). Whether it still accepts a first report is the caller's
+/// check: see [`Link::callback_secret_expires_ms`].
+pub fn reveal_callback_secret(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    org: OrgId,
+    id: LinkId,
+) -> Result<WebhookSecret> {
+    let row = load(conn, org, id)?;
+    let plain = keyring
+        .open(
+            &row.callback_secret_sealed,
+            &callback_secret_aad(&row.org_id, &row.id),
+        )
+        .map_err(Error::Crypto)?;
+    let text = std::str::from_utf8(plain.expose_secret()).map_err(|_| Error::Invalid {
+        kind: "callback secret",
+    })?;
+    WebhookSecret::parse(text).map_err(Error::Crypto)
+}
+
+macro_rules! one_link {
+    ($org:expr, $id:expr) => {
+        l::aws_account_links
+            .filter(l::org_id.eq($org.to_string()))
+            .filter(l::id.eq($id.to_string()))
+    };
+}
+
+fn updated(conn: &mut Conn, n: usize, org: OrgId, id: LinkId) -> Result<Link> {
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    get(conn, org, id)
+}
+
+/// Renames a link of `org`.
+pub fn rename(conn: &mut Conn, org: OrgId, id: LinkId, name: &str, now_ms: i64) -> Result<Link> {
+    let n = diesel::update(one_link!(org, id))
+        .set((l::name.eq(name), l::updated_ms.eq(now_ms)))
+        .execute(conn)?;
+    updated(conn, n, org, id)
+}
+
+/// Records what the customer's stack reported (role ARN, stack id, region).
+pub fn record_stack(
+    conn: &mut Conn,
+    org: OrgId,
+    id: LinkId,
+    report: &StackReport<'_>,
+    now_ms: i64,
+) -> Result<Link> {
+    let n = diesel::update(one_link!(org, id))
+        .set((
+            l::role_arn.eq(Some(report.role_arn)),
+            l::stack_id.eq(Some(report.stack_id)),
+            l::region.eq(Some(report.region)),
+            l::last_callback_ms.eq(Some(now_ms)),
+            l::updated_ms.eq(now_ms),
+        ))
+        .execute(conn)?;
+    updated(conn, n, org, id)
+}
+
+/// Moves a link of `org` to `state`.
+pub fn set_state(
+    conn: &mut Conn,
+    org: OrgId,
+    id: LinkId,
+    state: LinkState,
+    now_ms: i64,
+) -> Result<Link> {
+    let n = diesel::update(one_link!(org, id))
+        .set((l::state.eq(state.as_str()), l::updated_ms.eq(now_ms)))
+        .execute(conn)?;
+    updated(conn, n, org, id)
+}
+
+/// Records a verification's outcome and the state it leads to.
+pub fn record_verification(
+    conn: &mut Conn,
+    org: OrgId,
+    id: LinkId,
+    v: &Verification<'_>,
+    now_ms: i64,
+) -> Result<Link> {
+    let n = diesel::update(one_link!(org, id))
+        .set((
+            l::state.eq(v.state.as_str()),
+            l::last_verified_ms.eq(Some(now_ms)),
+            l::last_verification_result.eq(Some(v.result)),
+            l::last_error.eq(v.error),
+            l::updated_ms.eq(now_ms),
+        ))
+        .execute(conn)?;
+    updated(conn, n, org, id)
+}
+
+/// Deletes a link of `org`. Refused by the database while jobs or
+/// resources refer to it (disconnect it instead).
+pub fn delete(conn: &mut Conn, org: OrgId, id: LinkId) -> Result<()> {
+    let n = diesel::delete(one_link!(org, id)).execute(conn)?;
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
+/// The links of `org`, newest first.
+pub fn list(conn: &mut Conn, org: OrgId, page: &PageRequest) -> Result<Page<Link>> {
+    let limit = page.clamped_limit();
+    let q = l::aws_account_links
+        .filter(l::org_id.eq(org.to_string()))
+        .select(Row::as_select())
+        .into_boxed();
+    let q = before_cursor!(q, &page.cursor, l::created_ms, l::id);
+    let rows = q
+        .order((l::created_ms.desc(), l::id.desc()))
+        .limit(limit + 1)
+        .load(conn)?;
+    paginate(
+        rows,
+        limit,
+        |r: &Row| (r.created_ms, r.id.clone()),
+        Link::try_from,
+    )
+}
+
+/// What [`reseal_all`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResealReport {
+    /// Rows examined.
+    pub rows: u64,
+    /// Sealed values rewritten under the primary key.
+    pub resealed: u64,
+}
+
+/// Re-seals every sealed column still under a non-primary key with the
+/// keyring's primary key, `batch` rows per transaction, calling
+/// `progress(done, total)` after each batch (for `xrole keys reseal`).
+/// Safe to interrupt and run again; rows sealed concurrently are already
+/// under the primary key. After it finishes, the old keys can be retired.
+pub fn reseal_all(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    batch: u32,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ResealReport> {
+    let total: i64 = l::aws_account_links.count().get_result(conn)?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let mut report = ResealReport::default();
+    let mut after = String::new();
+    progress(0, total);
+    loop {
+        // Read and rewrite a batch in one write transaction, so the blobs
+        // rewritten are exactly the ones read.
+        let (n, last, resealed) =
+            write_transaction(conn, |conn| -> Result<(u64, Option<String>, u64)> {
+                let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> = l::aws_account_links
+                    .select((
+                        l::id,
+                        l::org_id,
+                        l::external_id_sealed,
+                        l::callback_secret_sealed,
+                    ))
+                    .filter(l::id.gt(&after))
+                    .order(l::id.asc())
+                    .limit(i64::from(batch.max(1)))
+                    .load(conn)?;
+                let mut count = 0;
+                for (id, org, ext, cb) in &rows {
+                    let ext_new = if keyring.needs_reseal(ext) {
+                        count += 1;
+                        Some(
+                            keyring
+                                .reseal(ext, &external_id_aad(org, id))
+                                .map_err(Error::Crypto)?,
+                        )
+                    } else {
+                        None
+                    };
+                    let cb_new = if keyring.needs_reseal(cb) {
+                        count += 1;
+                        Some(
+                            keyring
+                                .reseal(cb, &callback_secret_aad(org, id))
+                                .map_err(Error::Crypto)?,
+                        )
+                    } else {
+                        None
+                    };
+                    if ext_new.is_none() && cb_new.is_none() {
+                        continue;
+                    }
+                    diesel::update(l::aws_account_links.find(id))
+                        .set((
+                            l::external_id_sealed.eq(ext_new.as_ref().unwrap_or(ext)),
+                            l::callback_secret_sealed.eq(cb_new.as_ref().unwrap_or(cb)),
+                        ))
+                        .execute(conn)?;
+                }
+                Ok((rows.len() as u64, rows.last().map(|r| r.0.clone()), count))
+            })?;
+        let Some(last) = last else { break };
+        after = last;
+        report.rows += n;
+        report.resealed += resealed;
+        // Rows inserted meanwhile can push `done` past the first count.
+        progress(report.rows, total.max(report.rows));
+    }
+    Ok(report)
+}
+
+/// How many sealed values are still under a key other than the primary
+/// (0 means the old keys can be retired).
+pub fn count_needing_reseal(conn: &mut Conn, keyring: &Keyring) -> Result<u64> {
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = l::aws_account_links
+        .select((l::external_id_sealed, l::callback_secret_sealed))
+        .load(conn)?;
+    Ok(rows
+        .iter()
+        .map(|(a, b)| u64::from(keyring.needs_reseal(a)) + u64::from(keyring.needs_reseal(b)))
+        .sum())
+}
