@@ -99,12 +99,12 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Some((admin_url, name)) = &self.pg {
-            if let Ok(mut conn) = PgConnection::establish(admin_url) {
-                // FORCE ends connections a pool may still hold.
-                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn);
-            }
+        if let Some((admin_url, name)) = &self.pg
+            && let Ok(mut conn) = PgConnection::establish(admin_url)
+        {
+            // FORCE ends connections a pool may still hold.
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn);
         }
     }
 }

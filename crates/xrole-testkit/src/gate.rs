@@ -1,0 +1,705 @@
+//! The STS gate: a loopback HTTP proxy in front of moto that decides
+//! `sts:AssumeRole` like AWS, and counts, delays and fails any action on demand.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::policy::{self, Caller, Context};
+use crate::sts::{AssumeRoleParams, CHAINED_MAX_DURATION};
+use crate::wire::{AwsError, RequestInfo, xml_text};
+
+/// What an injected fault answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The service's throttling error: `Throttling` (HTTP 400) for query
+    /// protocols, `RequestLimitExceeded` (503) for EC2, `ThrottlingException`
+    /// (400) for JSON protocols. SDKs retry it.
+    Throttling,
+    /// HTTP 500 `InternalFailure` (`InternalError` for EC2). SDKs retry it.
+    Http500,
+    /// HTTP 403 `AccessDenied` (`UnauthorizedOperation` for EC2,
+    /// `AccessDeniedException` for JSON protocols). SDKs do not retry it.
+    AccessDenied,
+    /// The request waits this long, then proceeds normally.
+    Delay(Duration),
+}
+
+/// A running gate. Dropping it stops the listener and every open connection.
+#[derive(Debug)]
+pub struct Gate {
+    addr: SocketAddr,
+    upstream: String,
+    control: GateControl,
+    task: JoinHandle<()>,
+}
+
+impl Gate {
+    /// Listens on `listen` (port 0 picks a free port) and forwards to `upstream`
+    /// (moto's `http://127.0.0.1:PORT`). Must be called inside a Tokio runtime.
+    pub async fn start(upstream: &str, listen: SocketAddr) -> anyhow::Result<Gate> {
+        let upstream_uri: Uri = upstream
+            .parse()
+            .context("upstream must be an http:// URL")?;
+        anyhow::ensure!(
+            upstream_uri.scheme_str() == Some("http") && upstream_uri.authority().is_some(),
+            "upstream must look like http://127.0.0.1:PORT, got {upstream}"
+        );
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let control = GateControl::default();
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            control: control.clone(),
+            identities: Mutex::new(HashMap::new()),
+        });
+        let task = tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) aborts every connection.
+            let mut connections = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let state = state.clone();
+                        connections.spawn(async move {
+                            let service = service_fn(move |req| handle(state.clone(), req));
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
+            }
+        });
+        Ok(Gate {
+            addr,
+            upstream: upstream.to_owned(),
+            control,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: the endpoint every SDK client uses.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address the gate listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The upstream (moto) URL.
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// The handle that programs faults and reads counters.
+    pub fn control(&self) -> &GateControl {
+        &self.control
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Programs the gate's faults and reads its counters. A cheap, thread-safe
+/// handle: clones share one state.
+///
+/// Actions are named as AWS names them on the wire: the `Action` parameter for
+/// query protocols (`AssumeRole`, `RunInstances`, `CreateVpc`), the
+/// `X-Amz-Target` suffix for JSON protocols (`Encrypt`, `GetParameter`).
+#[derive(Debug, Clone, Default)]
+pub struct GateControl {
+    inner: Arc<Mutex<ControlState>>,
+}
+
+#[derive(Debug, Default)]
+struct ControlState {
+    faults: HashMap<String, VecDeque<(u32, Fault)>>,
+    delay_all: Duration,
+    delays: HashMap<String, Duration>,
+    propagation: Duration,
+    skip_external_id: bool,
+    counts: HashMap<String, u64>,
+    by_account: HashMap<(String, String), u64>,
+    by_token: HashMap<(String, String), u64>,
+}
+
+impl GateControl {
+    fn state(&self) -> MutexGuard<'_, ControlState> {
+        // A panicking test thread must not poison the gate for the others.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next `n` requests for `action` answer `fault` (queued after any
+    /// faults already pending for that action); later ones pass.
+    pub fn fail_next(&self, action: &str, n: u32, fault: Fault) {
+        if n > 0 {
+            self.state()
+                .faults
+                .entry(action.to_owned())
+                .or_default()
+                .push_back((n, fault));
+        }
+    }
+
+    /// Delays every request for `action` (or every request at all, for `None`)
+    /// by `d` until changed; `Duration::ZERO` clears it. Both delays add up.
+    pub fn delay(&self, action: Option<&str>, d: Duration) {
+        let mut s = self.state();
+        match action {
+            None => s.delay_all = d,
+            Some(a) if d.is_zero() => {
+                s.delays.remove(a);
+            }
+            Some(a) => {
+                s.delays.insert(a.to_owned(), d);
+            }
+        }
+    }
+
+    /// `AssumeRole` answers `AccessDenied` for a role during its first `d` after
+    /// its `CreateDate`, as a new IAM role does until it has propagated.
+    /// `Duration::ZERO` turns it off.
+    pub fn propagation_delay(&self, d: Duration) {
+        self.state().propagation = d;
+    }
+
+    /// When on, the gate ignores every trust-policy condition on
+    /// `sts:ExternalId`: every role behaves as if it were open without one.
+    pub fn skip_external_id_check(&self, on: bool) {
+        self.state().skip_external_id = on;
+    }
+
+    /// Requests received for `action` (including faulted and denied ones).
+    pub fn count(&self, action: &str) -> u64 {
+        self.state().counts.get(action).copied().unwrap_or(0)
+    }
+
+    /// Requests received for `action` in `account`: the target role's account
+    /// for `AssumeRole`, the caller's account for everything else.
+    pub fn count_for_account(&self, action: &str, account: &str) -> u64 {
+        let key = (action.to_owned(), account.to_owned());
+        self.state().by_account.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Requests received for `action` carrying `ClientToken` (or
+    /// `ClientRequestToken`) `token`.
+    pub fn count_for_client_token(&self, action: &str, token: &str) -> u64 {
+        let key = (action.to_owned(), token.to_owned());
+        self.state().by_token.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Sets every counter to zero (faults and delays stay).
+    pub fn reset_counters(&self) {
+        let mut s = self.state();
+        s.counts.clear();
+        s.by_account.clear();
+        s.by_token.clear();
+    }
+
+    /// Counts the request and returns (delay, fault) for it.
+    fn on_request(
+        &self,
+        action: &str,
+        account: Option<&str>,
+        token: Option<&str>,
+    ) -> (Duration, Option<Fault>) {
+        let mut s = self.state();
+        *s.counts.entry(action.to_owned()).or_default() += 1;
+        if let Some(a) = account {
+            *s.by_account
+                .entry((action.to_owned(), a.to_owned()))
+                .or_default() += 1;
+        }
+        if let Some(t) = token {
+            *s.by_token
+                .entry((action.to_owned(), t.to_owned()))
+                .or_default() += 1;
+        }
+        let delay = s.delay_all + s.delays.get(action).copied().unwrap_or_default();
+        let mut fault = None;
+        if let Some(queue) = s.faults.get_mut(action)
+            && let Some((left, f)) = queue.front_mut()
+        {
+            fault = Some(*f);
+            *left -= 1;
+            if *left == 0 {
+                queue.pop_front();
+            }
+        }
+        (delay, fault)
+    }
+}
+
+struct State {
+    upstream: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    control: GateControl,
+    /// Access key id → identity. A key never changes owner, so this never goes stale.
+    identities: Mutex<HashMap<String, Caller>>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Ok(plain(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read request body: {e}"),
+            ));
+        }
+    };
+    let info = RequestInfo::read(&parts.headers, parts.uri.query(), &body);
+    let Some(action) = info.action.clone() else {
+        return Ok(state.forward(&parts, body).await);
+    };
+    let assume = action == "AssumeRole" && !info.json;
+    let params = if assume {
+        Some(AssumeRoleParams::parse(&info.params))
+    } else {
+        None
+    };
+    let account = match &params {
+        Some(Ok(p)) => p.role().map(|r| r.account),
+        _ => match &info.access_key_id {
+            Some(key) => state.identity(key).await.ok().map(|c| c.account),
+            None => None,
+        },
+    };
+    let (delay, fault) =
+        state
+            .control
+            .on_request(&action, account.as_deref(), info.client_token.as_deref());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match fault {
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(f) => return Ok(fault_error(f, &action, &info).response(&info)),
+        None => {}
+    }
+    if let Some(params) = params {
+        let decision = match params {
+            Ok(p) => state.decide_assume_role(&info, &p).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = decision {
+            return Ok(e.response(&info));
+        }
+    }
+    Ok(state.forward(&parts, body).await)
+}
+
+fn fault_error(fault: Fault, action: &str, info: &RequestInfo) -> AwsError {
+    let ec2 = info.service.as_deref() == Some("ec2");
+    let service = info.service.as_deref().unwrap_or("sts");
+    match fault {
+        Fault::Throttling if ec2 => AwsError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "RequestLimitExceeded",
+            "Request limit exceeded.",
+        ),
+        Fault::Throttling if info.json => AwsError::new(
+            StatusCode::BAD_REQUEST,
+            "ThrottlingException",
+            "Rate exceeded",
+        ),
+        Fault::Throttling => AwsError::new(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
+        Fault::Http500 if ec2 => AwsError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "An internal error has occurred",
+        ),
+        Fault::AccessDenied if ec2 => AwsError::new(
+            StatusCode::FORBIDDEN,
+            "UnauthorizedOperation",
+            "You are not authorized to perform this operation.",
+        ),
+        Fault::AccessDenied if info.json => AwsError::new(
+            StatusCode::BAD_REQUEST,
+            "AccessDeniedException",
+            format!("not authorized to perform: {service}:{action} (injected by the gate)"),
+        ),
+        Fault::AccessDenied => AwsError::access_denied(format!(
+            "not authorized to perform: {service}:{action} (injected by the gate)"
+        )),
+        Fault::Http500 | Fault::Delay(_) => AwsError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            "The request processing has failed because of an unknown error, exception or failure.",
+        ),
+    }
+}
+
+/// What the gate needs to know about the target role.
+#[derive(Debug)]
+struct RoleInfo {
+    arn: String,
+    trust_policy: serde_json::Value,
+    max_session: i64,
+    created: Option<SystemTime>,
+}
+
+impl State {
+    async fn forward(&self, parts: &hyper::http::request::Parts, body: Bytes) -> Resp {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri: Uri = match format!("{}{path}", self.upstream).parse() {
+            Ok(u) => u,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad request path: {e}")),
+        };
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        for (name, value) in &parts.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                req.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        self.send(req).await.unwrap_or_else(|e| {
+            plain(
+                StatusCode::BAD_GATEWAY,
+                format!("gate: upstream failed: {e:#}"),
+            )
+        })
+    }
+
+    async fn send(&self, req: Request<Full<Bytes>>) -> anyhow::Result<Resp> {
+        let resp = self.client.request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let mut out = Response::new(Full::new(body));
+        *out.status_mut() = parts.status;
+        for (name, value) in &parts.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                out.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// A query-protocol call to moto. Moto does not check signatures: the
+    /// credential scope only routes the request to `service`, the access key
+    /// picks the caller, and `x-moto-account-id` (if given) the account.
+    async fn moto_query(
+        &self,
+        service: &str,
+        access_key_id: &str,
+        account: Option<&str>,
+        params: &[(&str, &str)],
+    ) -> anyhow::Result<(StatusCode, String)> {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={access_key_id}/20260101/us-east-1/{service}/aws4_request, \
+             SignedHeaders=host, Signature=0"
+        );
+        let mut req = Request::new(Full::new(Bytes::from(body)));
+        *req.method_mut() = hyper::Method::POST;
+        *req.uri_mut() = format!("{}/", self.upstream).parse()?;
+        let h = req.headers_mut();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        h.insert(hyper::header::AUTHORIZATION, HeaderValue::from_str(&auth)?);
+        if let Some(a) = account {
+            h.insert(
+                HeaderName::from_static("x-moto-account-id"),
+                HeaderValue::from_str(a)?,
+            );
+        }
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Who owns `access_key_id`, asked of moto's `GetCallerIdentity` once per key.
+    async fn identity(&self, access_key_id: &str) -> anyhow::Result<Caller> {
+        if let Some(c) = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(access_key_id)
+        {
+            return Ok(c.clone());
+        }
+        let params = [("Action", "GetCallerIdentity"), ("Version", "2011-06-15")];
+        let (status, xml) = self.moto_query("sts", access_key_id, None, &params).await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "GetCallerIdentity answered {status}: {xml}"
+        );
+        let arn = xml_text(&xml, "Arn").context("GetCallerIdentity without Arn")?;
+        let account = xml_text(&xml, "Account").context("GetCallerIdentity without Account")?;
+        let caller = Caller::from_arn(&arn, &account);
+        self.identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(access_key_id.to_owned(), caller.clone());
+        Ok(caller)
+    }
+
+    async fn role(&self, account: &str, name: &str) -> anyhow::Result<Option<RoleInfo>> {
+        let params = [
+            ("Action", "GetRole"),
+            ("Version", "2010-05-08"),
+            ("RoleName", name),
+        ];
+        let (status, xml) = self
+            .moto_query("iam", "AKIAXROLEGATE0000000", Some(account), &params)
+            .await?;
+        if status == StatusCode::NOT_FOUND || xml.contains("<Code>NoSuchEntity</Code>") {
+            return Ok(None);
+        }
+        anyhow::ensure!(status.is_success(), "GetRole answered {status}: {xml}");
+        let arn = xml_text(&xml, "Arn").context("GetRole without Arn")?;
+        let doc = xml_text(&xml, "AssumeRolePolicyDocument").context("GetRole without policy")?;
+        // IAM returns the document URL-encoded.
+        let doc = if doc.trim_start().starts_with('{') {
+            doc
+        } else {
+            url::form_urlencoded::parse(format!("d={}", doc.replace('+', "%2B")).as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let trust_policy = serde_json::from_str(&doc).context("trust policy is not JSON")?;
+        let max_session = xml_text(&xml, "MaxSessionDuration")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(3600);
+        let created = xml_text(&xml, "CreateDate").and_then(|d| parse_create_date(&d));
+        Ok(Some(RoleInfo {
+            arn,
+            trust_policy,
+            max_session,
+            created,
+        }))
+    }
+
+    /// Decides an `AssumeRole` like STS: Ok means "forward to moto".
+    async fn decide_assume_role(
+        &self,
+        info: &RequestInfo,
+        p: &AssumeRoleParams,
+    ) -> Result<(), AwsError> {
+        let Some(key) = info.access_key_id.as_deref() else {
+            return Err(AwsError::new(
+                StatusCode::FORBIDDEN,
+                "MissingAuthenticationToken",
+                "Request is missing Authentication Token",
+            ));
+        };
+        let caller = self.identity(key).await.map_err(internal)?;
+        if caller.arn.ends_with(":user/moto") {
+            // moto's answer for a key it does not know: AWS rejects such a request.
+            return Err(AwsError::new(
+                StatusCode::FORBIDDEN,
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.",
+            ));
+        }
+        let denied = |action: &str| {
+            AwsError::access_denied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {}",
+                caller.arn, p.role_arn
+            ))
+        };
+        let Some(role_ref) = p.role() else {
+            return Err(AwsError::validation(format!("{} is invalid", p.role_arn)));
+        };
+        let Some(role) = self
+            .role(&role_ref.account, &role_ref.name)
+            .await
+            .map_err(internal)?
+        else {
+            return Err(denied("sts:AssumeRole"));
+        };
+        // The ARN must name the role exactly, path included.
+        if role.arn != p.role_arn {
+            return Err(denied("sts:AssumeRole"));
+        }
+        let (propagation, skip_external_id) = {
+            let s = self.control.state();
+            (s.propagation, s.skip_external_id)
+        };
+        if let Some(created) = role.created
+            && !propagation.is_zero()
+            && SystemTime::now() < created + propagation
+        {
+            return Err(denied("sts:AssumeRole"));
+        }
+        let mut ctx = Context::default();
+        ctx.skip_external_id = skip_external_id;
+        ctx.set("aws:PrincipalArn", caller.principal_arn());
+        ctx.set("aws:PrincipalAccount", caller.account.clone());
+        ctx.set("sts:RoleSessionName", p.session_name.clone());
+        if let Some(e) = &p.external_id {
+            ctx.set("sts:ExternalId", e.clone());
+        }
+        if let Some(s) = &p.source_identity {
+            ctx.set("sts:SourceIdentity", s.clone());
+        }
+        for (k, v) in &p.tags {
+            ctx.set(&format!("aws:RequestTag/{k}"), v.clone());
+        }
+        let mut actions = vec!["sts:AssumeRole"];
+        if p.source_identity.is_some() {
+            actions.push("sts:SetSourceIdentity");
+        }
+        if p.tags_session() {
+            actions.push("sts:TagSession");
+        }
+        for action in actions {
+            match policy::allows(&role.trust_policy, &caller, action, &ctx) {
+                Ok(true) => {}
+                Ok(false) => return Err(denied(action)),
+                Err(policy::MalformedPolicy(why)) => {
+                    tracing::warn!(role = %role.arn, %why, "malformed trust policy");
+                    return Err(denied(action));
+                }
+            }
+        }
+        if let Some(d) = p.duration {
+            if caller.is_role_session() && d > CHAINED_MAX_DURATION {
+                return Err(AwsError::validation(
+                    "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.",
+                ));
+            }
+            if d > role.max_session {
+                return Err(AwsError::validation(
+                    "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn internal(e: anyhow::Error) -> AwsError {
+    AwsError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalFailure",
+        format!("gate: {e:#}"),
+    )
+}
+
+fn plain(status: StatusCode, text: String) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// IAM's `CreateDate`. moto reports whole seconds (`.000Z`), so the creation
+/// instant is taken as the end of that second: propagation errs on the long side.
+fn parse_create_date(s: &str) -> Option<SystemTime> {
+    let t = aws_smithy_types::DateTime::from_str(s, aws_smithy_types::date_time::Format::DateTime)
+        .ok()?;
+    let t = SystemTime::try_from(t).ok()?;
+    Some(if s.ends_with(".000Z") || !s.contains('.') {
+        t + Duration::from_millis(999)
+    } else {
+        t
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_queue_fires_then_clears() {
+        let c = GateControl::default();
+        c.fail_next("AssumeRole", 2, Fault::Throttling);
+        c.fail_next("AssumeRole", 1, Fault::Http500);
+        let faults: Vec<_> = (0..4)
+            .map(|_| c.on_request("AssumeRole", Some("1"), None).1)
+            .collect();
+        assert_eq!(
+            faults,
+            [
+                Some(Fault::Throttling),
+                Some(Fault::Throttling),
+                Some(Fault::Http500),
+                None
+            ]
+        );
+        assert_eq!(c.on_request("RunInstances", None, Some("t")).1, None);
+        assert_eq!(c.count("AssumeRole"), 4);
+        assert_eq!(c.count_for_account("AssumeRole", "1"), 4);
+        assert_eq!(c.count_for_client_token("RunInstances", "t"), 1);
+        c.reset_counters();
+        assert_eq!(c.count("AssumeRole"), 0);
+    }
+
+    #[test]
+    fn delays_add_and_clear() {
+        let c = GateControl::default();
+        c.delay(None, Duration::from_millis(50));
+        c.delay(Some("RunInstances"), Duration::from_millis(10));
+        assert_eq!(
+            c.on_request("RunInstances", None, None).0,
+            Duration::from_millis(60)
+        );
+        assert_eq!(
+            c.on_request("CreateVpc", None, None).0,
+            Duration::from_millis(50)
+        );
+        c.delay(None, Duration::ZERO);
+        c.delay(Some("RunInstances"), Duration::ZERO);
+        assert_eq!(c.on_request("RunInstances", None, None).0, Duration::ZERO);
+    }
+
+    #[test]
+    fn create_dates() {
+        let whole = parse_create_date("2026-11-28T20:42:27.000Z").unwrap();
+        let frac = parse_create_date("2026-11-28T20:42:27.500Z").unwrap();
+        assert!(whole > frac);
+        assert!(parse_create_date("yesterday").is_none());
+    }
+}

@@ -1,0 +1,42 @@
+//! `xrole-testkit gate --upstream http://127.0.0.1:<moto> --listen 127.0.0.1:<port>`:
+//! the STS gate as a process, for scripts in other languages.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xrole-testkit", about = "Test services for xrole")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the STS gate in front of a moto server until interrupted.
+    Gate {
+        /// moto's URL, e.g. http://127.0.0.1:5000.
+        #[arg(long)]
+        upstream: String,
+        /// Where to listen; port 0 picks a free port (printed on start).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Gate { upstream, listen } => {
+            let gate = xrole_testkit::Gate::start(&upstream, listen).await?;
+            println!(
+                "xrole gate listening on {} (upstream {upstream})",
+                gate.endpoint()
+            );
+            tokio::signal::ctrl_c().await?;
+            drop(gate);
+        }
+    }
+    Ok(())
+}
