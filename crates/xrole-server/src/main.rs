@@ -1,36 +1,96 @@
 //! The `xrole` command: the reference server and its operator tools.
 
-use std::net::SocketAddr;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use xrole_crypto::Keyring;
+use xrole_server::config::{self, Config, KeyringOrigin, KeyringSource};
+use xrole_server::{SystemClock, admin};
 
 #[derive(Debug, Parser)]
 #[command(name = "xrole", version, about = "Act in your customers' AWS accounts without their keys")]
 struct Cli {
+    /// A TOML configuration file; `XROLE_*` environment variables override it.
+    #[arg(long, global = true, env = "XROLE_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP API.
+    /// Run the HTTP API (migrates the database first).
     Serve {
-        /// Address to listen on.
-        #[arg(long, env = "XROLE_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Where to store: a SQLite file path or `sqlite://…`, or `postgres://…`.
-        #[arg(long, env = "XROLE_DATABASE_URL", default_value = "./xrole.db")]
-        database_url: String,
+        /// Address to listen on (overrides XROLE_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Database URL (overrides XROLE_DATABASE_URL).
+        #[arg(long)]
+        database_url: Option<String>,
         /// Development mode: create a local keyring file if none is configured.
         #[arg(long)]
         dev: bool,
     },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Run job workers only (no HTTP API), next to `xrole serve` replicas
+    /// on the same database.
+    Worker {
+        /// Database URL (overrides XROLE_DATABASE_URL).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// How many workers (overrides XROLE_WORKERS).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Manage the keyring that seals secrets at rest.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage organizations.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write a fresh keyring to a new file (mode 0600).
+    Generate {
+        /// Where to write it (default: XROLE_KEYRING_FILE).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Add a key, make it primary, save the keyring file, then re-seal every
+    /// sealed column under it.
+    Rotate {
+        /// After re-sealing, retire the keys that are no longer primary.
+        #[arg(long)]
+        retire_old: bool,
+    },
+    /// Re-seal every sealed column still under an older key (resumes an
+    /// interrupted rotation).
+    Reseal,
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Create an organization with its first admin user; prints that user's
+    /// first API key once.
+    Create {
+        /// The organization's name.
+        #[arg(long)]
+        name: String,
+        /// The first admin's email.
+        #[arg(long)]
+        admin_email: String,
+    },
 }
 
 #[actix_web::main]
@@ -40,17 +100,176 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve { listen, database_url, dev: _ } => {
-            tracing::info!(%listen, %database_url, "xrole listening");
-            HttpServer::new(|| App::new().route("/healthz", web::get().to(healthz)))
-                .bind(listen)
-                .with_context(|| format!("cannot listen on {listen}"))?
-                .run()
-                .await?;
+        Command::Serve { listen, database_url, dev } => {
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            if let Some(u) = database_url {
+                config.database_url = u;
+            }
+            serve(config, dev).await
+        }
+        Command::Worker { database_url, workers } => {
+            if let Some(u) = database_url {
+                config.database_url = u;
+            }
+            if let Some(n) = workers {
+                config.workers = n;
+            }
+            worker(config).await
+        }
+        Command::Migrate => {
+            let applied = admin::migrate(&config.database_url)?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            }
+            for v in applied {
+                println!("applied migration {v}");
+            }
+            Ok(())
+        }
+        Command::Keys { command } => keys(config, command),
+        Command::Org { command: OrgCommand::Create { name, admin_email } } => {
+            let (keyring, _) = config::load_keyring(config.keyring.as_ref(), false)?;
+            let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
+            let created = state
+                .db({
+                    let state = state.clone();
+                    move |conn| admin::create_org_cli(&state, conn, &name, &admin_email)
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("organization {} created", created.org.id);
+            println!("admin user {} <{}>", created.admin.id, created.admin.email);
+            println!();
+            println!("API key (shown once, store it now):");
+            println!("{}", created.api_key.expose_secret());
+            Ok(())
         }
     }
+}
+
+async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
+    let (keyring, origin) = config::load_keyring(config.keyring.as_ref(), dev)?;
+    match &origin {
+        KeyringOrigin::DevCreated(path) => {
+            let line = "!".repeat(72);
+            eprintln!("{line}");
+            eprintln!("DEVELOPMENT MODE: created a NEW keyring in {} (mode 0600).", path.display());
+            eprintln!("Secrets sealed with it are lost if that file is lost. Never use --dev");
+            eprintln!("in production: set XROLE_KEYRING_FILE to a managed keyring instead.");
+            eprintln!("{line}");
+            tracing::warn!(path = %path.display(), "development keyring created");
+        }
+        KeyringOrigin::DevExisting(path) => {
+            eprintln!("DEVELOPMENT MODE: using the development keyring in {}", path.display());
+            tracing::warn!(path = %path.display(), "development keyring in use");
+        }
+        KeyringOrigin::Inline => tracing::info!("keyring loaded from XROLE_KEYRING"),
+        KeyringOrigin::File(p) => tracing::info!(path = %p.display(), "keyring loaded"),
+        _ => {}
+    }
+    let listen = config.listen;
+    let listener =
+        TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let database = redact_url(&config.database_url);
+    let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
+    tracing::info!(%listen, %database, "xrole listening");
+    // actix stops accepting on SIGTERM/SIGINT and drains in-flight requests.
+    let aws = xrole_server::link_flow::AwsRuntime::from_environment().await?;
+    let _ = state.aws.set(aws.clone());
+    let workers = xrole_server::worker::WorkerPool::spawn(state.clone(), aws, state.config.workers);
+    tracing::info!(workers = state.config.workers, "job workers started");
+    xrole_server::run(listener, state)?.await?;
+    workers.shutdown().await;
+    tracing::info!("xrole stopped");
+    Ok(())
+}
+
+/// `xrole worker`: job workers until SIGTERM/SIGINT.
+async fn worker(config: Config) -> anyhow::Result<()> {
+    let (keyring, _) = config::load_keyring(config.keyring.as_ref(), false)?;
+    let count = config.workers.max(1);
+    let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
+    let aws = xrole_server::link_flow::AwsRuntime::from_environment().await?;
+    let _ = state.aws.set(aws.clone());
+    let workers = xrole_server::worker::WorkerPool::spawn(state, aws, count);
+    tracing::info!(workers = count, "xrole worker running");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping: letting running jobs finish");
+    workers.shutdown().await;
+    Ok(())
+}
+
+/// Hides a PostgreSQL password in logs.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    let configured_file = match &config.keyring {
+        Some(KeyringSource::File(p)) => Some(p.clone()),
+        _ => None,
+    };
+    match command {
+        KeysCommand::Generate { out } => {
+            let path = out.or(configured_file).context(
+                "say where to write the keyring: --out FILE or XROLE_KEYRING_FILE",
+            )?;
+            anyhow::ensure!(!path.exists(), "{} exists; refusing to overwrite a keyring", path.display());
+            let k = Keyring::generate()?;
+            k.write_file(&path)?;
+            println!("wrote a new keyring to {} (mode 0600), primary key {}", path.display(), k.primary_key_id());
+            Ok(())
+        }
+        KeysCommand::Rotate { retire_old } => {
+            let path = configured_file
+                .context("rotation rewrites the keyring file: set XROLE_KEYRING_FILE")?;
+            let mut k = Keyring::from_file(&path)?;
+            let old: Vec<u32> = k.key_ids();
+            let new = k.add_key()?;
+            k.promote(new)?;
+            // Save before re-sealing: rows sealed under the new key must never
+            // exist while the only copy of that key is in memory.
+            k.write_file(&path)?;
+            println!("key {new} added and promoted; keyring saved to {}", path.display());
+            reseal(&config.database_url, &k)?;
+            if retire_old {
+                for id in old {
+                    k.retire(id)?;
+                    println!("retired key {id}");
+                }
+                k.write_file(&path)?;
+            }
+            Ok(())
+        }
+        KeysCommand::Reseal => {
+            let (k, _) = config::load_keyring(config.keyring.as_ref(), false)?;
+            reseal(&config.database_url, &k)
+        }
+    }
+}
+
+fn reseal(database_url: &str, keyring: &Keyring) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    let total = admin::reseal_all(database_url, keyring, |p| {
+        let _ = writeln!(out, "{}: {}/{} re-sealed", p.column, p.done, p.total);
+    })?;
+    println!("re-sealed {total} value(s) under key {}", keyring.primary_key_id());
     Ok(())
 }

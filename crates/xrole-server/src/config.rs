@@ -1,0 +1,353 @@
+//! Configuration: an optional TOML file, overridden by `XROLE_*` environment
+//! variables. The crate README documents every setting in one table.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use xrole_crypto::SecretString;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "./xrole.db";
+/// Where `--dev` keeps its generated keyring unless a keyring file is configured.
+pub const DEV_KEYRING_FILE: &str = "./xrole-dev.keyring";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file cannot be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for this schema.
+    #[error("invalid configuration file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting has an invalid value.
+    #[error("invalid value for {name}: {message}")]
+    Invalid {
+        /// The setting (environment variable or file key).
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where the keyring comes from.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KeyringSource {
+    /// The keyring text itself (`XROLE_KEYRING`).
+    Inline(SecretString),
+    /// A file holding the keyring text, mode 0600 (`XROLE_KEYRING_FILE`).
+    File(PathBuf),
+}
+
+/// Token-bucket rate limit per API key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Tokens added per second; `0` disables rate limiting.
+    pub per_second: f64,
+    /// Bucket size: how many requests may come at once.
+    pub burst: u32,
+}
+
+/// The server's configuration.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// `sqlite://path`, a bare SQLite path, or `postgres://…`.
+    pub database_url: String,
+    /// The externally reachable base URL, used in callback and template links.
+    pub public_url: Option<url::Url>,
+    /// Bearer token allowed to create organizations.
+    pub operator_token: Option<SecretString>,
+    /// Where the keyring comes from; `None` refuses to start unless `--dev`.
+    pub keyring: Option<KeyringSource>,
+    /// Whether anyone may create an organization without the operator token.
+    pub signup_open: bool,
+    /// Rate limit per API key.
+    pub rate_limit: RateLimit,
+    /// Background job workers per process (used by the provisioning worker).
+    pub workers: usize,
+    /// Largest accepted request body in bytes; bigger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Lifetime of keys issued by `POST /v1/sessions`, in seconds.
+    pub session_ttl_secs: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            public_url: None,
+            operator_token: None,
+            keyring: None,
+            signup_open: false,
+            rate_limit: RateLimit { per_second: 20.0, burst: 40 },
+            workers: 1,
+            max_body_bytes: 64 * 1024,
+            session_ttl_secs: 3600,
+        }
+    }
+}
+
+/// The file schema: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    public_url: Option<String>,
+    operator_token: Option<String>,
+    keyring: Option<String>,
+    keyring_file: Option<PathBuf>,
+    signup_open: Option<bool>,
+    rate_limit_per_second: Option<f64>,
+    rate_limit_burst: Option<u32>,
+    workers: Option<usize>,
+    max_body_bytes: Option<usize>,
+    session_ttl_secs: Option<i64>,
+}
+
+impl Config {
+    /// Loads `file` (if any), then applies the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with(file, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::load`] with an explicit environment lookup (for tests).
+    pub fn load_with(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let fc = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let mut c = Config::default();
+        let pick = |var: &str, file: Option<String>| env(var).or(file);
+
+        if let Some(v) = pick("XROLE_LISTEN", fc.listen) {
+            c.listen = v.parse().map_err(|e| invalid("XROLE_LISTEN", e))?;
+        }
+        if let Some(v) = pick("XROLE_DATABASE_URL", fc.database_url) {
+            c.database_url = v;
+        }
+        if let Some(v) = pick("XROLE_PUBLIC_URL", fc.public_url) {
+            let u = url::Url::parse(&v).map_err(|e| invalid("XROLE_PUBLIC_URL", e))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(invalid("XROLE_PUBLIC_URL", "must be an http or https URL"));
+            }
+            c.public_url = Some(u);
+        }
+        if let Some(v) = pick("XROLE_OPERATOR_TOKEN", fc.operator_token) {
+            if v.len() < 16 {
+                return Err(invalid("XROLE_OPERATOR_TOKEN", "must be at least 16 characters"));
+            }
+            c.operator_token = Some(SecretString::new(v));
+        }
+        let inline = pick("XROLE_KEYRING", fc.keyring);
+        let file = env("XROLE_KEYRING_FILE").map(PathBuf::from).or(fc.keyring_file);
+        c.keyring = match (inline, file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "XROLE_KEYRING",
+                    "set either XROLE_KEYRING or XROLE_KEYRING_FILE, not both",
+                ));
+            }
+            (Some(text), None) => Some(KeyringSource::Inline(SecretString::new(text))),
+            (None, Some(path)) => Some(KeyringSource::File(path)),
+            (None, None) => None,
+        };
+        if let Some(v) = env("XROLE_SIGNUP_OPEN") {
+            c.signup_open = parse_bool("XROLE_SIGNUP_OPEN", &v)?;
+        } else if let Some(v) = fc.signup_open {
+            c.signup_open = v;
+        }
+        if let Some(v) = env("XROLE_RATE_LIMIT_PER_SECOND") {
+            c.rate_limit.per_second =
+                v.parse().map_err(|e| invalid("XROLE_RATE_LIMIT_PER_SECOND", e))?;
+        } else if let Some(v) = fc.rate_limit_per_second {
+            c.rate_limit.per_second = v;
+        }
+        if !(c.rate_limit.per_second.is_finite() && c.rate_limit.per_second >= 0.0) {
+            return Err(invalid("XROLE_RATE_LIMIT_PER_SECOND", "must be a number >= 0"));
+        }
+        if let Some(v) = env("XROLE_RATE_LIMIT_BURST") {
+            c.rate_limit.burst = v.parse().map_err(|e| invalid("XROLE_RATE_LIMIT_BURST", e))?;
+        } else if let Some(v) = fc.rate_limit_burst {
+            c.rate_limit.burst = v;
+        }
+        if c.rate_limit.burst == 0 {
+            return Err(invalid("XROLE_RATE_LIMIT_BURST", "must be at least 1"));
+        }
+        if let Some(v) = env("XROLE_WORKERS") {
+            c.workers = v.parse().map_err(|e| invalid("XROLE_WORKERS", e))?;
+        } else if let Some(v) = fc.workers {
+            c.workers = v;
+        }
+        if let Some(v) = env("XROLE_MAX_BODY_BYTES") {
+            c.max_body_bytes = v.parse().map_err(|e| invalid("XROLE_MAX_BODY_BYTES", e))?;
+        } else if let Some(v) = fc.max_body_bytes {
+            c.max_body_bytes = v;
+        }
+        if c.max_body_bytes < 1024 {
+            return Err(invalid("XROLE_MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        if let Some(v) = env("XROLE_SESSION_TTL_SECONDS") {
+            c.session_ttl_secs = v.parse().map_err(|e| invalid("XROLE_SESSION_TTL_SECONDS", e))?;
+        } else if let Some(v) = fc.session_ttl_secs {
+            c.session_ttl_secs = v;
+        }
+        if !(60..=86_400).contains(&c.session_ttl_secs) {
+            return Err(invalid("XROLE_SESSION_TTL_SECONDS", "must be between 60 and 86400"));
+        }
+        Ok(c)
+    }
+}
+
+fn invalid(name: &'static str, e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { name, message: e.to_string() }
+}
+
+fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(invalid(name, "expected true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_sqlite_and_loopback() {
+        let c = Config::load_with(None, env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert!(c.keyring.is_none());
+        assert!(!c.signup_open);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xrole.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\nsignup_open = true\nrate_limit_burst = 5\n",
+        )
+        .unwrap();
+        let c = Config::load_with(Some(&path), env(&[("XROLE_LISTEN", "127.0.0.1:1234")]))
+            .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:1234");
+        assert!(c.signup_open);
+        assert_eq!(c.rate_limit.burst, 5);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xrole.toml");
+        std::fs::write(&path, "listn = \"x\"\n").unwrap();
+        assert!(matches!(
+            Config::load_with(Some(&path), env(&[])),
+            Err(ConfigError::File { .. })
+        ));
+        for (k, v) in [
+            ("XROLE_LISTEN", "nope"),
+            ("XROLE_PUBLIC_URL", "ftp://x"),
+            ("XROLE_SIGNUP_OPEN", "maybe"),
+            ("XROLE_RATE_LIMIT_BURST", "0"),
+            ("XROLE_OPERATOR_TOKEN", "short"),
+        ] {
+            assert!(
+                matches!(Config::load_with(None, env(&[(k, v)])), Err(ConfigError::Invalid { .. })),
+                "{k}={v} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn keyring_sources_are_exclusive_and_redacted() {
+        let c = Config::load_with(None, env(&[("XROLE_KEYRING", "secret-keyring-text")])).unwrap();
+        assert!(matches!(c.keyring, Some(KeyringSource::Inline(_))));
+        assert!(!format!("{c:?}").contains("secret-keyring-text"));
+        let both = env(&[("XROLE_KEYRING", "a"), ("XROLE_KEYRING_FILE", "/k")]);
+        assert!(Config::load_with(None, both).is_err());
+    }
+}
+
+/// How the keyring was obtained, for the start-up log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyringOrigin {
+    /// From `XROLE_KEYRING`.
+    Inline,
+    /// From a file.
+    File(PathBuf),
+    /// `--dev`: loaded from the development keyring file.
+    DevExisting(PathBuf),
+    /// `--dev`: freshly generated into the development keyring file.
+    DevCreated(PathBuf),
+}
+
+/// Loads the configured keyring; with `dev` and none configured, loads or
+/// creates [`DEV_KEYRING_FILE`] (mode 0600). Without either it fails: the
+/// server never runs with a keyring nobody can recover.
+pub fn load_keyring(
+    source: Option<&KeyringSource>,
+    dev: bool,
+) -> Result<(xrole_crypto::Keyring, KeyringOrigin), crate::StartError> {
+    use xrole_crypto::Keyring;
+    match source {
+        Some(KeyringSource::Inline(text)) => {
+            Ok((Keyring::parse(text.expose_secret())?, KeyringOrigin::Inline))
+        }
+        Some(KeyringSource::File(path)) => {
+            Ok((Keyring::from_file(path)?, KeyringOrigin::File(path.clone())))
+        }
+        None if dev => {
+            let path = PathBuf::from(DEV_KEYRING_FILE);
+            if path.exists() {
+                Ok((Keyring::from_file(&path)?, KeyringOrigin::DevExisting(path)))
+            } else {
+                let k = Keyring::generate()?;
+                k.write_file(&path)?;
+                Ok((k, KeyringOrigin::DevCreated(path)))
+            }
+        }
+        None => Err(crate::StartError::NoKeyring),
+    }
+}

@@ -1,0 +1,235 @@
+//! `/v1/api-keys`: bearer credentials of the caller's organization.
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use xrole_crypto::ApiKey;
+use xrole_store::{ApiKeyId, Conn, OrgId, PageRequest, UserId};
+
+use crate::audit::{self, RequestInfo};
+use crate::auth::Principal;
+use crate::body::{path_id, query, read_json};
+use crate::error::{ApiError, Problem};
+use crate::idempotency;
+use crate::pagination::PageQuery;
+use crate::routes::models::{ApiKeyOut, CreatedApiKey, Page};
+use crate::routes::organizations::parse_name;
+use crate::state::AppState;
+use crate::timefmt::parse_rfc3339;
+
+/// `POST /v1/api-keys` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// A label, 1 to 100 characters.
+    pub name: String,
+    /// When the key stops working (RFC 3339, in the future); never if absent.
+    pub expires_at: Option<String>,
+}
+
+/// Generates a key for `owner`, stores its HMAC and returns the record and
+/// the token (to show once). Call inside the caller's transaction.
+pub fn issue(
+    state: &AppState,
+    conn: &mut Conn,
+    org: OrgId,
+    owner: UserId,
+    name: &str,
+    expires_ms: Option<i64>,
+    now: i64,
+) -> Result<(xrole_store::api_keys::ApiKeyRecord, ApiKey), ApiError> {
+    let key = ApiKey::try_generate().map_err(ApiError::internal)?;
+    let hash = state.hasher.hash(&key);
+    let record = xrole_store::api_keys::create(
+        conn,
+        org,
+        &xrole_store::api_keys::NewApiKey {
+            key_id: key.key_id(),
+            key_hash: &hash,
+            name,
+            owner: Some(owner),
+            expires_ms,
+        },
+        now,
+    )?;
+    Ok((record, key))
+}
+
+/// One page of the keys `owner` owns: walks the organization's key list
+/// (keyset order, newest first) keeping only the owner's keys, so cursors
+/// keep their meaning.
+fn list_owned(
+    conn: &mut Conn,
+    org: OrgId,
+    owner: Option<UserId>,
+    page: PageRequest,
+) -> Result<Page<ApiKeyOut>, ApiError> {
+    let want = page.limit as usize;
+    let mut data = Vec::new();
+    let mut last_cursor = None;
+    let mut req = PageRequest { limit: xrole_store::MAX_PAGE_SIZE, cursor: page.cursor };
+    loop {
+        let p = xrole_store::api_keys::list(conn, org, &req)?;
+        for k in &p.items {
+            if owner.is_some() && k.owner == owner {
+                if data.len() == want {
+                    // One more exists: the page is full and has a successor.
+                    return Ok(Page { data, next_cursor: last_cursor });
+                }
+                data.push(ApiKeyOut::from(k));
+                last_cursor = Some(format!("{}_{}", k.created_ms, k.id));
+            }
+        }
+        match p.next_cursor {
+            Some(c) => req.cursor = Some(c),
+            None => return Ok(Page { data, next_cursor: None }),
+        }
+    }
+}
+
+/// Revokes every unrevoked key `user` owns; returns how many (used when a
+/// user is removed; the change is one statement in the caller's transaction).
+pub fn revoke_all_of_user(
+    conn: &mut Conn,
+    org: OrgId,
+    user: UserId,
+    now: i64,
+) -> Result<usize, ApiError> {
+    use diesel::prelude::*;
+    use xrole_store::schema::api_keys::dsl as k;
+    Ok(diesel::update(
+        k::api_keys
+            .filter(k::org_id.eq(org.to_string()))
+            .filter(k::owner_user_id.eq(user.to_string()))
+            .filter(k::revoked_ms.is_null()),
+    )
+    .set(k::revoked_ms.eq(now))
+    .execute(conn)?)
+}
+
+/// Create an API key acting as the caller's user, with the caller's role.
+/// The token is in this response only.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
+    security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 201, body = CreatedApiKey), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 409, body = Problem),
+        (status = 422, body = Problem), (status = 429, body = Problem)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_json::<CreateApiKey>(&req, payload).await?;
+    let lock = match idempotency::begin(&state, &req, &principal, &body.raw, false).await? {
+        idempotency::Begun::Replay(res) => return Ok(res),
+        idempotency::Begun::Proceed(lock) => lock,
+    };
+    let input = body.value;
+    let result = async {
+        let name = parse_name(&input.name, "name")?;
+        let now = state.now_ms();
+        let expires_ms = match &input.expires_at {
+            None => None,
+            Some(s) => {
+                let ms = parse_rfc3339(s)
+                    .ok_or_else(|| ApiError::invalid("expires_at", "not an RFC 3339 timestamp"))?;
+                if ms <= now {
+                    return Err(ApiError::invalid("expires_at", "must be in the future"));
+                }
+                Some(ms)
+            }
+        };
+        let Some(owner) = principal.user_id else {
+            return Err(ApiError::Forbidden);
+        };
+        let info = RequestInfo::from_request(&req);
+        let st = state.get_ref().clone();
+        let p = principal.clone();
+        let lock2 = lock.clone();
+        state
+            .tx(move |conn| {
+                let (record, key) = issue(&st, conn, p.org_id, owner, &name, expires_ms, now)?;
+                audit::record(
+                    conn,
+                    p.org_id,
+                    &p.actor(),
+                    "api_key.created",
+                    Some(format!("api_key:{}", record.id)),
+                    serde_json::json!({"name": record.name, "key_id": record.key_id}),
+                    Some(&info),
+                    now,
+                )?;
+                let out = CreatedApiKey {
+                    key: ApiKeyOut::from(&record),
+                    token: key.expose_secret().to_owned(),
+                };
+                idempotency::respond(&st, conn, lock2.as_ref(), StatusCode::CREATED, &out)
+            })
+            .await
+    }
+    .await;
+    idempotency::finish(&state, lock, result).await
+}
+
+/// List API keys, newest first: every key of the organization for admins,
+/// the caller's own keys for members.
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(PageQuery),
+    security(("api_key" = [])),
+    responses((status = 200, body = Page<ApiKeyOut>), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 422, body = Problem)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let page = query::<PageQuery>(&req)?.to_request()?;
+    let org = principal.org_id;
+    let out = if principal.is_admin() {
+        let keys = state.db(move |conn| Ok(xrole_store::api_keys::list(conn, org, &page)?)).await?;
+        Page::from_store(&keys, |k| ApiKeyOut::from(k))
+    } else {
+        let owner = principal.user_id;
+        state.db(move |conn| list_owned(conn, org, owner, page)).await?
+    };
+    Ok(HttpResponse::Ok().json(out))
+}
+
+/// Revoke an API key, effective immediately. Members may revoke only their
+/// own keys; another user's key answers 404 to them.
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
+    params(("id" = String, Path, format = Uuid)), security(("api_key" = [])),
+    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: ApiKeyId = path_id(&id)?;
+    let info = RequestInfo::from_request(&req);
+    let st = state.get_ref().clone();
+    state
+        .tx(move |conn| {
+            let now = st.now_ms();
+            let key = xrole_store::api_keys::get(conn, principal.org_id, id)?;
+            if !principal.is_admin() && key.owner != principal.user_id {
+                return Err(ApiError::NotFound);
+            }
+            xrole_store::api_keys::revoke(conn, principal.org_id, id, now)?;
+            audit::record(
+                conn,
+                principal.org_id,
+                &principal.actor(),
+                "api_key.revoked",
+                Some(format!("api_key:{id}")),
+                serde_json::json!({"key_id": key.key_id}),
+                Some(&info),
+                now,
+            )?;
+            Ok(())
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,189 @@
+//! `POST /v1/organizations`, `GET /v1/organization`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use xrole_crypto::{ApiKey, SecretString};
+use xrole_store::{Conn, Email, UserRole};
+
+use crate::audit::{self, Actor, RequestInfo};
+use crate::auth::{Principal, is_operator};
+use crate::body::read_json;
+use crate::error::{ApiError, Problem};
+use crate::routes::models::{ApiKeyOut, CreatedApiKey, OrganizationOut, UserOut};
+use crate::routes::{api_keys, users};
+use crate::state::AppState;
+
+/// `POST /v1/organizations` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrganization {
+    /// 1 to 100 characters.
+    pub name: String,
+    /// The first admin's email.
+    pub admin_email: String,
+    /// The first admin's password (10 to 1024 characters); without one the
+    /// admin uses API keys only.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub admin_password: Option<String>,
+}
+
+/// The new organization, its admin and the admin's first API key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationCreated {
+    /// The organization.
+    pub organization: OrganizationOut,
+    /// Its first admin.
+    pub admin: UserOut,
+    /// The admin's first API key; the token is shown only here.
+    pub api_key: CreatedApiKey,
+}
+
+/// Validated input for creating an organization.
+#[derive(Debug)]
+pub struct NewOrg {
+    name: String,
+    email: Email,
+    password: Option<SecretString>,
+}
+
+impl NewOrg {
+    /// Checks every field (422 naming the first bad one).
+    pub fn parse(name: &str, email: &str, password: Option<String>) -> Result<NewOrg, ApiError> {
+        let name = parse_name(name, "name")?;
+        let email: Email =
+            email.parse().map_err(|_| ApiError::invalid("admin_email", "not an email address"))?;
+        let password = password
+            .map(|p| users::check_password(p, "admin_password"))
+            .transpose()?;
+        Ok(NewOrg { name, email, password })
+    }
+}
+
+/// A display name: trimmed, 1 to 100 characters, no control characters.
+pub fn parse_name(raw: &str, field: &'static str) -> Result<String, ApiError> {
+    let s = raw.trim();
+    if s.is_empty() || s.chars().count() > 100 {
+        return Err(ApiError::invalid(field, "must be 1 to 100 characters"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(ApiError::invalid(field, "must not contain control characters"));
+    }
+    Ok(s.to_owned())
+}
+
+/// What [`create_org_tx`] made.
+#[derive(Debug)]
+pub struct CreatedOrg {
+    /// The organization.
+    pub org: xrole_store::orgs::Org,
+    /// Its first admin.
+    pub admin: xrole_store::users::User,
+    /// The admin's key record.
+    pub key: xrole_store::api_keys::ApiKeyRecord,
+    /// The token, to show once.
+    pub api_key: ApiKey,
+}
+
+/// Creates the organization, its admin and the admin's key, with the audit
+/// event, on `conn` (call inside a write transaction). `password_hash` is
+/// the admin's PHC string, hashed beforehand off the async threads.
+pub fn create_org_tx(
+    state: &AppState,
+    conn: &mut Conn,
+    input: NewOrg,
+    password_hash: Option<String>,
+    actor: Actor,
+    info: Option<&RequestInfo>,
+) -> Result<CreatedOrg, ApiError> {
+    let now = state.now_ms();
+    let org = xrole_store::orgs::create(conn, &input.name, now)?;
+    let admin = xrole_store::users::create(
+        conn,
+        org.id,
+        &xrole_store::users::NewUser {
+            email: &input.email,
+            display_name: users::display_name(&input.email),
+            role: UserRole::Admin,
+            password_hash: password_hash.as_deref(),
+        },
+        now,
+    )?;
+    let (key, api_key) =
+        api_keys::issue(state, conn, org.id, admin.id, "initial admin key", None, now)?;
+    audit::record(
+        conn,
+        org.id,
+        &actor,
+        "organization.created",
+        Some(format!("organization:{}", org.id)),
+        serde_json::json!({
+            "name": org.name,
+            "admin_user_id": admin.id.to_string(),
+            "api_key_id": key.id.to_string(),
+        }),
+        info,
+        now,
+    )?;
+    Ok(CreatedOrg { org, admin, key, api_key })
+}
+
+/// Create an organization, its first admin and that admin's first API key.
+///
+/// Requires the operator token (`Authorization: Bearer <XROLE_OPERATOR_TOKEN>`)
+/// unless sign-up is open. `Idempotency-Key` is not honoured here: the
+/// response carries a fresh secret, and no organization exists yet to scope
+/// the key to.
+#[utoipa::path(post, path = "/v1/organizations", tag = "organizations",
+    request_body = CreateOrganization,
+    security((), ("operator_token" = [])),
+    responses(
+        (status = 201, body = OrganizationCreated),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let actor = if is_operator(&state, &req)? {
+        Actor::Operator
+    } else if state.config.signup_open {
+        Actor::Anonymous
+    } else {
+        return Err(ApiError::Unauthenticated);
+    };
+    let body = read_json::<CreateOrganization>(&req, payload).await?.value;
+    let input = NewOrg::parse(&body.name, &body.admin_email, body.admin_password)?;
+    let hash = match &input.password {
+        Some(p) => Some(users::hash_password(p).await?),
+        None => None,
+    };
+    let info = RequestInfo::from_request(&req);
+    let st = state.get_ref().clone();
+    let created = state
+        .tx(move |conn| create_org_tx(&st, conn, input, hash, actor, Some(&info)))
+        .await?;
+    tracing::info!(org = %created.org.id, "organization created");
+    Ok(HttpResponse::Created().json(OrganizationCreated {
+        organization: (&created.org).into(),
+        admin: (&created.admin).into(),
+        api_key: CreatedApiKey {
+            key: ApiKeyOut::from(&created.key),
+            token: created.api_key.expose_secret().to_owned(),
+        },
+    }))
+}
+
+/// The caller's organization.
+#[utoipa::path(get, path = "/v1/organization", tag = "organizations",
+    security(("api_key" = [])),
+    responses((status = 200, body = OrganizationOut), (status = 401, body = Problem)))]
+pub async fn get_own(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let org = state.db(move |conn| Ok(xrole_store::orgs::get(conn, principal.org_id)?)).await?;
+    Ok(HttpResponse::Ok().json(OrganizationOut::from(&org)))
+}

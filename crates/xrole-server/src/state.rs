@@ -1,0 +1,110 @@
+//! The application state every handler receives.
+
+use std::sync::Arc;
+
+use xrole_crypto::{ApiKeyHasher, Keyring};
+use xrole_store::{Conn, Pool};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+
+/// Shared state: configuration, database pool, keyring, clock, rate limiter
+/// and metrics. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The fields of [`AppState`].
+#[non_exhaustive]
+pub struct Inner {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// The database pool.
+    pub pool: Pool,
+    /// Seals and opens secret columns.
+    pub keyring: Arc<Keyring>,
+    /// Hashes API key secrets with the keyring's pepper.
+    pub hasher: Arc<ApiKeyHasher>,
+    /// The injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// Per-API-key token buckets.
+    pub limiter: RateLimiter,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The AWS side (broker, SaaS principal), set once at start-up; routes
+    /// that need it answer 503 until then.
+    pub aws: std::sync::OnceLock<Arc<crate::link_flow::AwsRuntime>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("config", &self.0.config).finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Assembles the state. The pool must point at a migrated database.
+    pub fn new(config: Config, pool: Pool, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
+        let hasher = Arc::new(keyring.api_key_hasher());
+        let limiter = RateLimiter::new(config.rate_limit, clock.clone());
+        AppState(Arc::new(Inner {
+            config,
+            pool,
+            keyring,
+            hasher,
+            clock,
+            limiter,
+            metrics: Metrics::default(),
+            aws: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// Now, in unix milliseconds, from the injected clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, ApiError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        self.metrics.db_checkout();
+        actix_web::web::block(move || {
+            let mut conn = pool.get().map_err(|e| {
+                tracing::warn!(error = %e, "no database connection");
+                ApiError::Unavailable
+            })?;
+            f(&mut conn)
+        })
+        .await?
+    }
+
+    /// Like [`AppState::db`], inside a write transaction (`BEGIN IMMEDIATE`
+    /// on SQLite): the change, its audit event and the idempotency record
+    /// commit together or not at all.
+    pub async fn tx<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.db(move |conn| xrole_store::write_transaction(conn, f)).await
+    }
+}

@@ -1,0 +1,108 @@
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::each_db;
+use crate::helpers::{assert_problem, captured_logs};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    each_db!(|app| {
+        let res = app.client.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.json::<Value>().await.unwrap()["status"], "ok");
+        let res = app.client.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    });
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    each_db!(|app| {
+        let org = app.create_org("Acme").await;
+        app.get("/v1/users/00000000-0000-0000-0000-000000000000", &org.admin_key).await;
+        app.get("/v1/users/00000000-0000-0000-0000-000000000001", &org.admin_key).await;
+        app.client.get(app.url("/healthz")).send().await.unwrap();
+        let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+        assert!(res.headers().get("content-type").unwrap().to_str().unwrap().starts_with("text/plain"));
+        let text = res.text().await.unwrap();
+        assert!(text.contains("xrole_http_requests_total{method=\"GET\",route=\"/v1/users/{id}\",status=\"404\"} 2"), "{text}");
+        assert!(text.contains("xrole_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"));
+        assert!(text.contains("xrole_http_requests_total{method=\"POST\",route=\"/v1/organizations\",status=\"201\"} 1"));
+        assert!(text.contains("xrole_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/users/{id}\"} 2"));
+        assert!(text.contains("# TYPE xrole_http_request_duration_seconds histogram"));
+        // Raw ids never become label values.
+        assert!(!text.contains("00000000-0000-0000-0000-000000000001"));
+    });
+}
+
+#[tokio::test]
+async fn openapi_matches_routes() {
+    let doc = xrole_server::openapi::document();
+    let json: Value = serde_json::to_value(&doc).unwrap();
+    assert!(json["openapi"].as_str().unwrap().starts_with("3.1"));
+    let mut documented = BTreeSet::new();
+    for (path, item) in json["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete", "head", "options", "trace"].contains(&method.as_str()) {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let served: BTreeSet<(String, String)> = xrole_server::routes::table()
+        .iter()
+        .map(|r| (r.method.as_str().to_owned(), r.path.to_owned()))
+        .collect();
+    assert_eq!(documented, served, "OpenAPI document and served routes differ");
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    each_db!(|app| {
+        let served: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+        for (path, item) in served["paths"].as_object().unwrap() {
+            let concrete = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
+            for method in item.as_object().unwrap().keys() {
+                let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let res = app.request(m, &concrete, None, None).await;
+                let status = res.status().as_u16();
+                if status == 404 || status == 405 {
+                    let v: Value = res.json().await.unwrap();
+                    assert!(
+                        v["code"] != "route_not_found" && v["code"] != "method_not_allowed",
+                        "{method} {path} is documented but not served"
+                    );
+                }
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn logs_contain_no_key_password_or_secret() {
+    each_db!(|app| {
+        let org = app.create_org("Logged").await;
+        let m = app.create_user(&org, "m@logged.example.com", "member").await;
+        // A failed login with a password that must not be logged either.
+        let wrong = "wrong-password-that-must-not-be-logged";
+        app.secret(wrong);
+        let res = app
+            .request(
+                Method::POST,
+                "/v1/sessions",
+                None,
+                Some(&serde_json::json!({"organization_id": org.id, "email": m.email, "password": wrong})),
+            )
+            .await;
+        assert_problem(res, 401, "unauthenticated").await;
+        let logs = captured_logs();
+        // Something was logged, and it is not the secrets.
+        assert!(logs.contains("organization created"));
+        for s in [org.admin_key.as_str(), m.key.as_str(), m.password.as_str(), wrong] {
+            assert!(!logs.contains(s));
+        }
+        // The hash of the key is not logged either (hex or raw).
+        assert!(!logs.contains("key_hash"));
+    });
+}
