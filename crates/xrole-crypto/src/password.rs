@@ -31,8 +31,8 @@ const PBKDF2_PREFIX: &str = "$pbkdf2-sha256$";
 
 // Upper bounds on parameters read from stored hashes, so a corrupted or hostile row cannot
 // make one verification allocate gigabytes or run for minutes.
-const MAX_ARGON2_M_COST: u32 = 1 << 20;
-const MAX_ARGON2_T_COST: u32 = 64;
+const MAX_ARGON2_M_COST: u32 = 1 << 18;
+const MAX_ARGON2_T_COST: u32 = 32;
 const MAX_ARGON2_P_COST: u32 = 16;
 const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 
