@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Call [`begin`] and [`complete`] (with the job and the audit event) inside
-//! one [`write_transaction`](crate::write_transaction) when the response is
+//! one [`write_transaction`] when the response is
 //! known before commit; the record then commits atomically with its effects.
 
 use diesel::prelude::*;
