@@ -1171,6 +1171,7 @@ async fn role_stack_deploys_and_is_assumable_only_with_the_external_id() {
         .unwrap();
     let provisioning = policy_json(provisioning.policy_document());
     assert_no_wildcard_admin(&provisioning);
+    assert_tag_scoped(&provisioning);
 
     // Through the gate: the SaaS gets in with the External ID, and only with it.
     assert_eq!(
@@ -1321,7 +1322,7 @@ fn assert_no_wildcard_admin(policy: &Value) {
         // confined by resource: images to launch, RDS's own secrets and role).
         let sid = statement["Sid"].as_str().unwrap();
         let unconditioned_ok = [
-            "RunInstancesFromAnyImage",
+            "RunInstancesImageAndInterface",
             "CreateDatabasesWithDefaultGroups",
         ];
         if !unconditioned_ok.contains(&sid) {
@@ -1331,4 +1332,81 @@ fn assert_no_wildcard_admin(policy: &Value) {
             );
         }
     }
+}
+
+/// Creates require the xrole request tag, changes and deletes the xrole
+/// resource tag, and tagging happens only inside a create.
+fn assert_tag_scoped(policy: &Value) {
+    let mut seen = Vec::new();
+    for statement in policy["Statement"].as_array().unwrap() {
+        let sid = statement["Sid"].as_str().unwrap();
+        seen.push(sid.to_owned());
+        let equals = &statement["Condition"]["StringEquals"];
+        let actions: Vec<&str> = match &statement["Action"] {
+            Value::String(a) => vec![a.as_str()],
+            Value::Array(a) => a.iter().map(|a| a.as_str().unwrap()).collect(),
+            other => panic!("{other}"),
+        };
+        let destructive = actions.iter().any(|a| {
+            [
+                "Delete",
+                "Modify",
+                "Terminate",
+                "Stop",
+                "Reboot",
+                "Revoke",
+                "Detach",
+                "Disassociate",
+            ]
+            .iter()
+            .any(|verb| a.split(':').nth(1).unwrap().starts_with(verb))
+        });
+        match sid {
+            "CreateVpcAndGatewayTagged"
+            | "CreateInXroleVpcTagged"
+            | "RunInstancesTagged"
+            | "AuthorizeTaggedRules"
+            | "CreateDatabasesTagged" => {
+                assert_eq!(equals["aws:RequestTag/xrole:managed-by"], "xrole", "{sid}");
+                assert_eq!(
+                    statement["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"],
+                    json!(["xrole:*", "Name"]),
+                    "{sid}"
+                );
+            }
+            "OnlyInXroleVpcs"
+            | "RunInstancesInXroleNetwork"
+            | "ChangeOnlyXroleEc2"
+            | "ChangeOnlyXroleDatabases" => {
+                assert_eq!(equals["aws:ResourceTag/xrole:managed-by"], "xrole", "{sid}");
+            }
+            "TagOnlyWhileCreating" => {
+                assert_eq!(actions, ["ec2:CreateTags"]);
+                assert!(equals["ec2:CreateAction"].as_array().unwrap().len() >= 6);
+            }
+            "RdsServiceLinkedRole" => {
+                assert_eq!(equals["iam:AWSServiceName"], "rds.amazonaws.com");
+            }
+            "RdsCreatesItsPasswordSecret" => {
+                assert!(
+                    statement["Resource"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(":secret:rds!*")
+                );
+                assert!(!actions.iter().any(|a| a.contains("GetSecretValue")));
+            }
+            "RunInstancesImageAndInterface" | "CreateDatabasesWithDefaultGroups" => {}
+            other => {
+                panic!("unexpected statement {other}: update this test and docs/onboarding.md")
+            }
+        }
+        if destructive {
+            assert!(
+                sid.starts_with("ChangeOnly"),
+                "{sid} changes or deletes without the tag"
+            );
+        }
+    }
+    assert!(seen.len() >= 13, "{seen:?}");
 }
