@@ -47,7 +47,10 @@ pub fn reseal_all(
     use xrole_store::schema::aws_account_links::dsl as l;
     let mut conn = xrole_store::connect(database_url)?;
     xrole_store::run_migrations(&mut conn)?;
-    let total: i64 = l::aws_account_links.count().get_result(&mut conn).map_err(xrole_store::Error::from)?;
+    let total: i64 = l::aws_account_links
+        .count()
+        .get_result(&mut conn)
+        .map_err(xrole_store::Error::from)?;
     let total = u64::try_from(total).unwrap_or(0);
     let mut resealed = 0u64;
     for (which, &(table, column)) in SEALED_COLUMNS.iter().enumerate() {
@@ -61,7 +64,12 @@ pub fn reseal_all(
         loop {
             let n = xrole_store::write_transaction(&mut conn, |conn: &mut Conn| {
                 let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> = l::aws_account_links
-                    .select((l::id, l::org_id, l::external_id_sealed, l::callback_secret_sealed))
+                    .select((
+                        l::id,
+                        l::org_id,
+                        l::external_id_sealed,
+                        l::callback_secret_sealed,
+                    ))
                     .filter(l::id.gt(&after))
                     .order(l::id.asc())
                     .limit(BATCH)
@@ -76,9 +84,13 @@ pub fn reseal_all(
                     let new = keyring.reseal(blob, &aad).map_err(ResealError::Crypto)?;
                     let target = l::aws_account_links.find(id);
                     if which == 0 {
-                        diesel::update(target).set(l::external_id_sealed.eq(new)).execute(conn)?;
+                        diesel::update(target)
+                            .set(l::external_id_sealed.eq(new))
+                            .execute(conn)?;
                     } else {
-                        diesel::update(target).set(l::callback_secret_sealed.eq(new)).execute(conn)?;
+                        diesel::update(target)
+                            .set(l::callback_secret_sealed.eq(new))
+                            .execute(conn)?;
                     }
                     changed += 1;
                 }
@@ -90,7 +102,11 @@ pub fn reseal_all(
             })?;
             resealed += changed;
             done += seen as u64;
-            progress(ResealProgress { column: label, done, total });
+            progress(ResealProgress {
+                column: label,
+                done,
+                total,
+            });
             match last {
                 Some(id) if seen as i64 == BATCH => after = id,
                 _ => break,

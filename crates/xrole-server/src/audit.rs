@@ -63,7 +63,10 @@ impl RequestInfo {
 
 /// Appends an audit event (call inside the mutation's transaction).
 /// `details` must never hold a secret.
-#[expect(clippy::too_many_arguments, reason = "one call site shape, all named at the call")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site shape, all named at the call"
+)]
 pub fn record(
     conn: &mut Conn,
     org: OrgId,

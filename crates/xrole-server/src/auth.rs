@@ -33,7 +33,10 @@ pub struct Principal {
 impl Principal {
     /// The actor recorded in audit events.
     pub fn actor(&self) -> crate::audit::Actor {
-        crate::audit::Actor::ApiKey { key: self.api_key_id, user: self.user_id }
+        crate::audit::Actor::ApiKey {
+            key: self.api_key_id,
+            user: self.user_id,
+        }
     }
 
     /// The idempotency scope's principal: the user when there is one (so a
@@ -105,7 +108,9 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Princip
 
 /// Whether the request carries the configured operator token.
 pub fn is_operator(state: &AppState, req: &HttpRequest) -> Result<bool, ApiError> {
-    let Some(token) = bearer(req) else { return Ok(false) };
+    let Some(token) = bearer(req) else {
+        return Ok(false);
+    };
     match &state.config.operator_token {
         Some(op) if constant_time_eq(op.expose_secret().as_bytes(), token.as_bytes()) => Ok(true),
         // A credential was offered and it is not the operator's.
@@ -141,7 +146,11 @@ impl FromRequest for Admin {
         Box::pin(async move {
             let state = app_state(&req)?;
             let p = authenticate(&state, &req).await?;
-            if p.is_admin() { Ok(Admin(p)) } else { Err(ApiError::Forbidden) }
+            if p.is_admin() {
+                Ok(Admin(p))
+            } else {
+                Err(ApiError::Forbidden)
+            }
         })
     }
 }

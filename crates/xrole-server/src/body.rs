@@ -53,7 +53,12 @@ pub async fn read_json<T: DeserializeOwned>(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            let mime = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let mime = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             mime == "application/json" || mime.ends_with("+json")
         });
     if !json {

@@ -98,7 +98,10 @@ impl Default for Config {
             operator_token: None,
             keyring: None,
             signup_open: false,
-            rate_limit: RateLimit { per_second: 20.0, burst: 40 },
+            rate_limit: RateLimit {
+                per_second: 20.0,
+                burst: 40,
+            },
             workers: 1,
             max_body_bytes: 64 * 1024,
             session_ttl_secs: 3600,
@@ -137,8 +140,10 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let fc = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
                     path: path.to_owned(),
                     message: e.message().to_owned(),
@@ -164,12 +169,17 @@ impl Config {
         }
         if let Some(v) = pick("XROLE_OPERATOR_TOKEN", fc.operator_token) {
             if v.len() < 16 {
-                return Err(invalid("XROLE_OPERATOR_TOKEN", "must be at least 16 characters"));
+                return Err(invalid(
+                    "XROLE_OPERATOR_TOKEN",
+                    "must be at least 16 characters",
+                ));
             }
             c.operator_token = Some(SecretString::new(v));
         }
         let inline = pick("XROLE_KEYRING", fc.keyring);
-        let file = env("XROLE_KEYRING_FILE").map(PathBuf::from).or(fc.keyring_file);
+        let file = env("XROLE_KEYRING_FILE")
+            .map(PathBuf::from)
+            .or(fc.keyring_file);
         c.keyring = match (inline, file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -187,16 +197,22 @@ impl Config {
             c.signup_open = v;
         }
         if let Some(v) = env("XROLE_RATE_LIMIT_PER_SECOND") {
-            c.rate_limit.per_second =
-                v.parse().map_err(|e| invalid("XROLE_RATE_LIMIT_PER_SECOND", e))?;
+            c.rate_limit.per_second = v
+                .parse()
+                .map_err(|e| invalid("XROLE_RATE_LIMIT_PER_SECOND", e))?;
         } else if let Some(v) = fc.rate_limit_per_second {
             c.rate_limit.per_second = v;
         }
         if !(c.rate_limit.per_second.is_finite() && c.rate_limit.per_second >= 0.0) {
-            return Err(invalid("XROLE_RATE_LIMIT_PER_SECOND", "must be a number >= 0"));
+            return Err(invalid(
+                "XROLE_RATE_LIMIT_PER_SECOND",
+                "must be a number >= 0",
+            ));
         }
         if let Some(v) = env("XROLE_RATE_LIMIT_BURST") {
-            c.rate_limit.burst = v.parse().map_err(|e| invalid("XROLE_RATE_LIMIT_BURST", e))?;
+            c.rate_limit.burst = v
+                .parse()
+                .map_err(|e| invalid("XROLE_RATE_LIMIT_BURST", e))?;
         } else if let Some(v) = fc.rate_limit_burst {
             c.rate_limit.burst = v;
         }
@@ -217,19 +233,27 @@ impl Config {
             return Err(invalid("XROLE_MAX_BODY_BYTES", "must be at least 1024"));
         }
         if let Some(v) = env("XROLE_SESSION_TTL_SECONDS") {
-            c.session_ttl_secs = v.parse().map_err(|e| invalid("XROLE_SESSION_TTL_SECONDS", e))?;
+            c.session_ttl_secs = v
+                .parse()
+                .map_err(|e| invalid("XROLE_SESSION_TTL_SECONDS", e))?;
         } else if let Some(v) = fc.session_ttl_secs {
             c.session_ttl_secs = v;
         }
         if !(60..=86_400).contains(&c.session_ttl_secs) {
-            return Err(invalid("XROLE_SESSION_TTL_SECONDS", "must be between 60 and 86400"));
+            return Err(invalid(
+                "XROLE_SESSION_TTL_SECONDS",
+                "must be between 60 and 86400",
+            ));
         }
         Ok(c)
     }
 }
 
 fn invalid(name: &'static str, e: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Invalid { name, message: e.to_string() }
+    ConfigError::Invalid {
+        name,
+        message: e.to_string(),
+    }
 }
 
 fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -246,8 +270,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -269,8 +295,7 @@ mod tests {
             "listen = \"0.0.0.0:9000\"\nsignup_open = true\nrate_limit_burst = 5\n",
         )
         .unwrap();
-        let c = Config::load_with(Some(&path), env(&[("XROLE_LISTEN", "127.0.0.1:1234")]))
-            .unwrap();
+        let c = Config::load_with(Some(&path), env(&[("XROLE_LISTEN", "127.0.0.1:1234")])).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:1234");
         assert!(c.signup_open);
         assert_eq!(c.rate_limit.burst, 5);
@@ -293,7 +318,10 @@ mod tests {
             ("XROLE_OPERATOR_TOKEN", "short"),
         ] {
             assert!(
-                matches!(Config::load_with(None, env(&[(k, v)])), Err(ConfigError::Invalid { .. })),
+                matches!(
+                    Config::load_with(None, env(&[(k, v)])),
+                    Err(ConfigError::Invalid { .. })
+                ),
                 "{k}={v} accepted"
             );
         }

@@ -99,12 +99,18 @@ impl ApiError {
 
     /// A 400 with a code.
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError::BadRequest { code, detail: detail.into() }
+        ApiError::BadRequest {
+            code,
+            detail: detail.into(),
+        }
     }
 
     /// A 422 naming a field.
     pub fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
-        ApiError::InvalidField { field, detail: detail.into() }
+        ApiError::InvalidField {
+            field,
+            detail: detail.into(),
+        }
     }
 
     /// The stable snake_case code clients match on.
@@ -250,7 +256,9 @@ impl From<xrole_store::Error> for ApiError {
                 code: "already_exists",
                 detail: format!("{what} already exists"),
             },
-            S::LockLost => ApiError::IdempotencyInFlight { retry_after_secs: 1 },
+            S::LockLost => ApiError::IdempotencyInFlight {
+                retry_after_secs: 1,
+            },
             other => ApiError::internal(other),
         }
     }
@@ -281,7 +289,10 @@ pub fn json_error(e: &serde_json::Error) -> ApiError {
 
 /// Extractor error handlers so `web::Path`/`web::Query`/`web::Json` failures
 /// answer problems.
-pub fn path_error(err: actix_web::error::PathError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn path_error(
+    err: actix_web::error::PathError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     ApiError::bad_request("invalid_path_parameter", err.to_string()).into()
 }
 
@@ -338,17 +349,24 @@ mod tests {
             ApiError::Unauthenticated,
             ApiError::Forbidden,
             ApiError::NotFound,
-            ApiError::IdempotencyInFlight { retry_after_secs: 1 },
+            ApiError::IdempotencyInFlight {
+                retry_after_secs: 1,
+            },
             ApiError::IdempotencyMismatch,
             ApiError::IdempotencyKeyRequired,
             ApiError::PayloadTooLarge { limit: 1 },
-            ApiError::RateLimited { retry_after_secs: 1 },
+            ApiError::RateLimited {
+                retry_after_secs: 1,
+            },
             ApiError::RouteNotFound,
             ApiError::MethodNotAllowed,
         ];
         for e in errs {
             let c = e.code();
-            assert!(c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{c}");
+            assert!(
+                c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'),
+                "{c}"
+            );
             assert!(e.status_code().is_client_error(), "{c}");
             let res = e.error_response();
             assert_eq!(res.headers().get("content-type").unwrap(), PROBLEM_JSON);
@@ -357,9 +375,15 @@ mod tests {
 
     #[test]
     fn retry_after_is_set_on_429_and_409_in_flight() {
-        let r = ApiError::RateLimited { retry_after_secs: 3 }.error_response();
+        let r = ApiError::RateLimited {
+            retry_after_secs: 3,
+        }
+        .error_response();
         assert_eq!(r.headers().get("retry-after").unwrap(), "3");
-        let r = ApiError::IdempotencyInFlight { retry_after_secs: 1 }.error_response();
+        let r = ApiError::IdempotencyInFlight {
+            retry_after_secs: 1,
+        }
+        .error_response();
         assert_eq!(r.status(), 409);
         assert_eq!(r.headers().get("retry-after").unwrap(), "1");
     }

@@ -48,10 +48,20 @@ pub struct IdempotencyKey(String);
 impl IdempotencyKey {
     /// Reads the header: `Ok(None)` when absent, 400 when malformed.
     pub fn from_request(req: &HttpRequest) -> Result<Option<Self>, ApiError> {
-        let Some(v) = req.headers().get(HEADER) else { return Ok(None) };
-        let bad = || ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters");
+        let Some(v) = req.headers().get(HEADER) else {
+            return Ok(None);
+        };
+        let bad = || {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        };
         let s = v.to_str().map_err(|_| bad())?.trim();
-        let s = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(s);
+        let s = s
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .unwrap_or(s);
         if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             return Err(bad());
         }
@@ -91,7 +101,9 @@ pub struct Prepared {
 }
 
 fn fingerprint(body: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, body).as_ref().to_vec()
+    ring::digest::digest(&ring::digest::SHA256, body)
+        .as_ref()
+        .to_vec()
 }
 
 /// The sealed body's AAD names its record by the record's unique scope
@@ -115,7 +127,11 @@ pub async fn begin(
     required: bool,
 ) -> Result<Begun, ApiError> {
     let Some(key) = IdempotencyKey::from_request(req)? else {
-        return if required { Err(ApiError::IdempotencyKeyRequired) } else { Ok(Begun::Proceed(None)) };
+        return if required {
+            Err(ApiError::IdempotencyKeyRequired)
+        } else {
+            Ok(Begun::Proceed(None))
+        };
     };
     let org = principal.org_id;
     let principal_id = principal.scope_id();
@@ -132,7 +148,9 @@ pub async fn begin(
                 route: &route,
                 key: &key.0,
             };
-            Ok(xrole_store::idempotency::begin(conn, org, &scope, &fp, LEASE_MS, now)?)
+            Ok(xrole_store::idempotency::begin(
+                conn, org, &scope, &fp, LEASE_MS, now,
+            )?)
         })
         .await?;
     use xrole_store::idempotency::Begin;
@@ -146,8 +164,16 @@ pub async fn begin(
         }
         Begin::Mismatch => Err(ApiError::IdempotencyMismatch),
         Begin::Replay(stored) => {
-            let aad = Aad::new("idempotency_records", "response_body", &org.to_string(), &aad_row);
-            let body = state.keyring.open(&stored.body, &aad).map_err(ApiError::internal)?;
+            let aad = Aad::new(
+                "idempotency_records",
+                "response_body",
+                &org.to_string(),
+                &aad_row,
+            );
+            let body = state
+                .keyring
+                .open(&stored.body, &aad)
+                .map_err(ApiError::internal)?;
             let status = StatusCode::from_u16(stored.status).map_err(ApiError::internal)?;
             let mut res = HttpResponse::build(status);
             for (k, v) in stored.headers {
@@ -170,8 +196,16 @@ pub fn respond<T: Serialize>(
 ) -> Result<Prepared, ApiError> {
     let body = serde_json::to_vec(value).map_err(ApiError::internal)?;
     if let Some(lock) = lock {
-        let aad = Aad::new("idempotency_records", "response_body", &lock.org.to_string(), &lock.aad_row);
-        let sealed = state.keyring.seal(&body, &aad).map_err(ApiError::internal)?;
+        let aad = Aad::new(
+            "idempotency_records",
+            "response_body",
+            &lock.org.to_string(),
+            &lock.aad_row,
+        );
+        let sealed = state
+            .keyring
+            .seal(&body, &aad)
+            .map_err(ApiError::internal)?;
         let stored = xrole_store::idempotency::StoredResponse {
             status: status.as_u16(),
             headers: vec![("content-type".to_owned(), "application/json".to_owned())],
@@ -216,10 +250,17 @@ mod tests {
     fn header_parsing() {
         let r = TestRequest::default().to_http_request();
         assert_eq!(IdempotencyKey::from_request(&r).unwrap(), None);
-        let r = TestRequest::default().insert_header((HEADER, "\"abc-123\"")).to_http_request();
-        assert_eq!(IdempotencyKey::from_request(&r).unwrap().unwrap().as_str(), "abc-123");
+        let r = TestRequest::default()
+            .insert_header((HEADER, "\"abc-123\""))
+            .to_http_request();
+        assert_eq!(
+            IdempotencyKey::from_request(&r).unwrap().unwrap().as_str(),
+            "abc-123"
+        );
         for bad in ["", "\"\"", "a b", &"x".repeat(256)] {
-            let r = TestRequest::default().insert_header((HEADER, bad)).to_http_request();
+            let r = TestRequest::default()
+                .insert_header((HEADER, bad))
+                .to_http_request();
             assert!(IdempotencyKey::from_request(&r).is_err(), "{bad:?}");
         }
     }

@@ -112,7 +112,11 @@ pub fn build_app_with(
         .app_data(BodyLimit(limit))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
-        .app_data(web::JsonConfig::default().limit(limit).error_handler(error::json_payload_error))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(limit)
+                .error_handler(error::json_payload_error),
+        )
         .configure(|cfg| routes::register(cfg, table))
         .default_service(web::to(error::route_not_found))
         .wrap(ErrorHandlers::new().default_handler(problem_fallback))
@@ -123,7 +127,10 @@ pub fn build_app_with(
             let fut = srv.call(req);
             async move {
                 let res = fut.await?;
-                let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                let route = res
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".into());
                 metrics.observe(&method, &route, res.status().as_u16(), start.elapsed());
                 Ok(res)
             }
@@ -133,8 +140,10 @@ pub fn build_app_with(
 /// Turns any error response that is not already a problem (actix's own
 /// 4xx/5xx answers) into one, so clients see a single error format.
 fn problem_fallback<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_problem =
-        res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
     if is_problem {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
@@ -167,7 +176,9 @@ fn problem_fallback<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandle
     let new = new
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)))
         .body(body.to_string());
-    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, new).map_into_right_body()))
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, new).map_into_right_body(),
+    ))
 }
 
 /// Starts the HTTP server on `listener` (use port 0 in tests). The returned
@@ -182,7 +193,9 @@ pub fn run_with(
     state: AppState,
     table: Vec<routes::RouteDef>,
 ) -> Result<Server, StartError> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
     let server = HttpServer::new(move || build_app_with(state.clone(), table.clone()))
         .workers(workers)
         .shutdown_timeout(30)

@@ -12,7 +12,11 @@ use xrole_server::config::{self, Config, KeyringOrigin, KeyringSource};
 use xrole_server::{SystemClock, admin};
 
 #[derive(Debug, Parser)]
-#[command(name = "xrole", version, about = "Act in your customers' AWS accounts without their keys")]
+#[command(
+    name = "xrole",
+    version,
+    about = "Act in your customers' AWS accounts without their keys"
+)]
 struct Cli {
     /// A TOML configuration file; `XROLE_*` environment variables override it.
     #[arg(long, global = true, env = "XROLE_CONFIG")]
@@ -87,15 +91,18 @@ enum OrgCommand {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve { listen, database_url, dev } => {
+        Command::Serve {
+            listen,
+            database_url,
+            dev,
+        } => {
             if let Some(l) = listen {
                 config.listen = l;
             }
@@ -115,7 +122,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => keys(config, command),
-        Command::Org { command: OrgCommand::Create { name, admin_email } } => {
+        Command::Org {
+            command: OrgCommand::Create { name, admin_email },
+        } => {
             let (keyring, _) = config::load_keyring(config.keyring.as_ref(), false)?;
             let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
             let created = state
@@ -141,14 +150,20 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         KeyringOrigin::DevCreated(path) => {
             let line = "!".repeat(72);
             eprintln!("{line}");
-            eprintln!("DEVELOPMENT MODE: created a NEW keyring in {} (mode 0600).", path.display());
+            eprintln!(
+                "DEVELOPMENT MODE: created a NEW keyring in {} (mode 0600).",
+                path.display()
+            );
             eprintln!("Secrets sealed with it are lost if that file is lost. Never use --dev");
             eprintln!("in production: set XROLE_KEYRING_FILE to a managed keyring instead.");
             eprintln!("{line}");
             tracing::warn!(path = %path.display(), "development keyring created");
         }
         KeyringOrigin::DevExisting(path) => {
-            eprintln!("DEVELOPMENT MODE: using the development keyring in {}", path.display());
+            eprintln!(
+                "DEVELOPMENT MODE: using the development keyring in {}",
+                path.display()
+            );
             tracing::warn!(path = %path.display(), "development keyring in use");
         }
         KeyringOrigin::Inline => tracing::info!("keyring loaded from XROLE_KEYRING"),
@@ -185,13 +200,21 @@ fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     };
     match command {
         KeysCommand::Generate { out } => {
-            let path = out.or(configured_file).context(
-                "say where to write the keyring: --out FILE or XROLE_KEYRING_FILE",
-            )?;
-            anyhow::ensure!(!path.exists(), "{} exists; refusing to overwrite a keyring", path.display());
+            let path = out
+                .or(configured_file)
+                .context("say where to write the keyring: --out FILE or XROLE_KEYRING_FILE")?;
+            anyhow::ensure!(
+                !path.exists(),
+                "{} exists; refusing to overwrite a keyring",
+                path.display()
+            );
             let k = Keyring::generate()?;
             k.write_file(&path)?;
-            println!("wrote a new keyring to {} (mode 0600), primary key {}", path.display(), k.primary_key_id());
+            println!(
+                "wrote a new keyring to {} (mode 0600), primary key {}",
+                path.display(),
+                k.primary_key_id()
+            );
             Ok(())
         }
         KeysCommand::Rotate { retire_old } => {
@@ -204,7 +227,10 @@ fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             // Save before re-sealing: rows sealed under the new key must never
             // exist while the only copy of that key is in memory.
             k.write_file(&path)?;
-            println!("key {new} added and promoted; keyring saved to {}", path.display());
+            println!(
+                "key {new} added and promoted; keyring saved to {}",
+                path.display()
+            );
             reseal(&config.database_url, &k)?;
             if retire_old {
                 for id in old {
@@ -227,6 +253,9 @@ fn reseal(database_url: &str, keyring: &Keyring) -> anyhow::Result<()> {
     let total = admin::reseal_all(database_url, keyring, |p| {
         let _ = writeln!(out, "{}: {}/{} re-sealed", p.column, p.done, p.total);
     })?;
-    println!("re-sealed {total} value(s) under key {}", keyring.primary_key_id());
+    println!(
+        "re-sealed {total} value(s) under key {}",
+        keyring.primary_key_id()
+    );
     Ok(())
 }

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Histogram bucket upper bounds, in seconds.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 /// Something that appends its own metrics to the `/metrics` text.
 pub trait MetricsCollector: Send + Sync {
@@ -53,8 +55,13 @@ impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *m.requests.entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
-        let h = m.latency.entry((method.to_owned(), route.to_owned())).or_default();
+        *m.requests
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default() += 1;
+        let h = m
+            .latency
+            .entry((method.to_owned(), route.to_owned()))
+            .or_default();
         for (i, le) in BUCKETS.iter().enumerate() {
             if secs <= *le {
                 h.counts[i] += 1;
@@ -72,7 +79,10 @@ impl Metrics {
 
     /// Adds a collector whose lines follow the HTTP metrics.
     pub fn add_collector(&self, c: Arc<dyn MetricsCollector>) {
-        self.collectors.write().unwrap_or_else(|p| p.into_inner()).push(c);
+        self.collectors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(c);
     }
 
     /// The whole exposition text.
@@ -108,15 +118,31 @@ impl Metrics {
                     "xrole_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
                     h.count
                 );
-                let _ = writeln!(out, "xrole_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-                let _ =
-                    writeln!(out, "xrole_http_request_duration_seconds_count{{{labels}}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "xrole_http_request_duration_seconds_sum{{{labels}}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "xrole_http_request_duration_seconds_count{{{labels}}} {}",
+                    h.count
+                );
             }
         }
         out.push_str("# HELP xrole_db_checkouts_total Database connections taken from the pool.\n");
         out.push_str("# TYPE xrole_db_checkouts_total counter\n");
-        let _ = writeln!(out, "xrole_db_checkouts_total {}", self.db_checkouts.load(Ordering::Relaxed));
-        for c in self.collectors.read().unwrap_or_else(|p| p.into_inner()).iter() {
+        let _ = writeln!(
+            out,
+            "xrole_db_checkouts_total {}",
+            self.db_checkouts.load(Ordering::Relaxed)
+        );
+        for c in self
+            .collectors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             c.write_prometheus(&mut out);
         }
         out
@@ -124,7 +150,9 @@ impl Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -143,7 +171,9 @@ mod tests {
         assert!(t.contains("le=\"0.005\"} 1\n"));
         assert!(t.contains("le=\"0.05\"} 2\n"));
         assert!(t.contains("le=\"+Inf\"} 2\n"));
-        assert!(t.contains("xrole_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/users/{id}\"} 2"));
+        assert!(t.contains(
+            "xrole_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/users/{id}\"} 2"
+        ));
     }
 
     struct Fixed;

@@ -31,14 +31,18 @@ impl PageQuery {
             None => DEFAULT_LIMIT,
             Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
             Some(_) => {
-                return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("must be between 1 and {MAX_LIMIT}"),
+                ));
             }
         };
         match &self.cursor {
             None => Ok(PageRequest::first(limit)),
             Some(c) => {
-                let c: Cursor =
-                    c.parse().map_err(|_| ApiError::invalid("cursor", "not a cursor this API issued"))?;
+                let c: Cursor = c
+                    .parse()
+                    .map_err(|_| ApiError::invalid("cursor", "not a cursor this API issued"))?;
                 Ok(PageRequest::after(limit, c))
             }
         }
@@ -51,10 +55,43 @@ mod tests {
 
     #[test]
     fn limit_and_cursor_validation() {
-        assert_eq!(PageQuery::default().to_request().unwrap().limit, DEFAULT_LIMIT);
-        assert!(PageQuery { limit: Some(0), cursor: None }.to_request().is_err());
-        assert!(PageQuery { limit: Some(MAX_LIMIT + 1), cursor: None }.to_request().is_err());
-        assert_eq!(PageQuery { limit: Some(1), cursor: None }.to_request().unwrap().limit, 1);
-        assert!(PageQuery { limit: None, cursor: Some("nope".into()) }.to_request().is_err());
+        assert_eq!(
+            PageQuery::default().to_request().unwrap().limit,
+            DEFAULT_LIMIT
+        );
+        assert!(
+            PageQuery {
+                limit: Some(0),
+                cursor: None
+            }
+            .to_request()
+            .is_err()
+        );
+        assert!(
+            PageQuery {
+                limit: Some(MAX_LIMIT + 1),
+                cursor: None
+            }
+            .to_request()
+            .is_err()
+        );
+        assert_eq!(
+            PageQuery {
+                limit: Some(1),
+                cursor: None
+            }
+            .to_request()
+            .unwrap()
+            .limit,
+            1
+        );
+        assert!(
+            PageQuery {
+                limit: None,
+                cursor: Some("nope".into())
+            }
+            .to_request()
+            .is_err()
+        );
     }
 }

@@ -27,7 +27,11 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter refilling `limit.per_second` tokens up to `limit.burst`.
     pub fn new(limit: RateLimit, clock: Arc<dyn Clock>) -> Self {
-        RateLimiter { limit, clock, buckets: Arc::default() }
+        RateLimiter {
+            limit,
+            clock,
+            buckets: Arc::default(),
+        }
     }
 
     /// Takes a token for `key`; `Err(seconds)` says when to retry.
@@ -44,10 +48,16 @@ impl RateLimiter {
         if map.len() >= MAX_BUCKETS && !map.contains_key(key) {
             map.retain(|_, b| refill(*b, now, rate, burst) < burst);
         }
-        let b = map.entry(key.to_owned()).or_insert(Bucket { tokens: burst, at_ms: now });
+        let b = map.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            at_ms: now,
+        });
         let tokens = refill(*b, now, rate, burst);
         if tokens >= 1.0 {
-            *b = Bucket { tokens: tokens - 1.0, at_ms: now };
+            *b = Bucket {
+                tokens: tokens - 1.0,
+                at_ms: now,
+            };
             Ok(())
         } else {
             *b = Bucket { tokens, at_ms: now };
@@ -71,7 +81,13 @@ mod tests {
     #[test]
     fn burst_then_refill() {
         let clock = FakeClock::new(0);
-        let l = RateLimiter::new(RateLimit { per_second: 2.0, burst: 3 }, Arc::new(clock.clone()));
+        let l = RateLimiter::new(
+            RateLimit {
+                per_second: 2.0,
+                burst: 3,
+            },
+            Arc::new(clock.clone()),
+        );
         for _ in 0..3 {
             l.check("k").unwrap();
         }
@@ -91,7 +107,10 @@ mod tests {
     #[test]
     fn zero_rate_disables() {
         let l = RateLimiter::new(
-            RateLimit { per_second: 0.0, burst: 1 },
+            RateLimit {
+                per_second: 0.0,
+                burst: 1,
+            },
             Arc::new(FakeClock::new(0)),
         );
         for _ in 0..100 {
@@ -102,7 +121,10 @@ mod tests {
     #[test]
     fn slow_rate_asks_to_wait_longer() {
         let l = RateLimiter::new(
-            RateLimit { per_second: 0.1, burst: 1 },
+            RateLimit {
+                per_second: 0.1,
+                burst: 1,
+            },
             Arc::new(FakeClock::new(0)),
         );
         l.check("k").unwrap();

@@ -37,13 +37,17 @@ pub struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Inner")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("config", &self.0.config).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("config", &self.0.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,6 +105,7 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut Conn) -> Result<T, ApiError> + Send + 'static,
     {
-        self.db(move |conn| xrole_store::write_transaction(conn, f)).await
+        self.db(move |conn| xrole_store::write_transaction(conn, f))
+            .await
     }
 }

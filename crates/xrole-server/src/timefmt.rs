@@ -31,10 +31,16 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60 {
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -114,14 +120,31 @@ mod tests {
     fn known_instants() {
         assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_ms(1_800_000_000_123), "2027-01-15T08:00:00.123Z");
-        assert_eq!(parse_rfc3339("2027-01-15T08:00:00.123Z"), Some(1_800_000_000_123));
-        assert_eq!(parse_rfc3339("2027-01-15T10:00:00+02:00"), Some(1_800_000_000_000));
-        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
+        assert_eq!(
+            parse_rfc3339("2027-01-15T08:00:00.123Z"),
+            Some(1_800_000_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2027-01-15T10:00:00+02:00"),
+            Some(1_800_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800_000)
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "tomorrow", "2023-02-29T00:00:00Z", "2027-01-15T08:00:00", "2027-13-01T00:00:00Z", "2027-01-15T08:00:00.Z", "2027-01-15T08:00:00+2:00"] {
+        for s in [
+            "",
+            "tomorrow",
+            "2023-02-29T00:00:00Z",
+            "2027-01-15T08:00:00",
+            "2027-13-01T00:00:00Z",
+            "2027-01-15T08:00:00.Z",
+            "2027-01-15T08:00:00+2:00",
+        ] {
             assert_eq!(parse_rfc3339(s), None, "{s}");
         }
     }

@@ -20,23 +20,42 @@ fn xrole(dir: &std::path::Path, db: &str) -> Command {
 #[test]
 fn serve_refuses_to_start_without_a_keyring() {
     let dir = tempfile::tempdir().unwrap();
-    let out = xrole(dir.path(), "./x.db").args(["serve", "--listen", "127.0.0.1:0"]).output().unwrap();
+    let out = xrole(dir.path(), "./x.db")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no keyring configured"), "{err}");
     assert!(err.contains("--dev"));
-    assert!(!dir.path().join("x.db").exists(), "nothing is created before the keyring check");
+    assert!(
+        !dir.path().join("x.db").exists(),
+        "nothing is created before the keyring check"
+    );
 }
 
 #[test]
 fn keys_generate_writes_a_private_file_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
-    let out = xrole(dir.path(), "./x.db").args(["keys", "generate", "--out", "k"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mode = std::fs::metadata(dir.path().join("k")).unwrap().permissions().mode();
+    let out = xrole(dir.path(), "./x.db")
+        .args(["keys", "generate", "--out", "k"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(dir.path().join("k"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let before = std::fs::read(dir.path().join("k")).unwrap();
-    let out = xrole(dir.path(), "./x.db").args(["keys", "generate", "--out", "k"]).output().unwrap();
+    let out = xrole(dir.path(), "./x.db")
+        .args(["keys", "generate", "--out", "k"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert_eq!(std::fs::read(dir.path().join("k")).unwrap(), before);
 }
@@ -46,29 +65,68 @@ fn migrate_org_create_and_rotate_on_each_backend() {
     for db in TestDb::all().unwrap() {
         let dir = tempfile::tempdir().unwrap();
         let out = xrole(dir.path(), db.url()).arg("migrate").output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("applied migration"));
         let out = xrole(dir.path(), db.url()).arg("migrate").output().unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
 
-        let out = xrole(dir.path(), db.url()).args(["keys", "generate", "--out", "keyring"]).output().unwrap();
+        let out = xrole(dir.path(), db.url())
+            .args(["keys", "generate", "--out", "keyring"])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let with_keys = |args: &[&str]| {
-            xrole(dir.path(), db.url()).env("XROLE_KEYRING_FILE", "keyring").args(args).output().unwrap()
+            xrole(dir.path(), db.url())
+                .env("XROLE_KEYRING_FILE", "keyring")
+                .args(args)
+                .output()
+                .unwrap()
         };
-        let out = with_keys(&["org", "create", "--name", "Acme", "--admin-email", "admin@acme.example.com"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = with_keys(&[
+            "org",
+            "create",
+            "--name",
+            "Acme",
+            "--admin-email",
+            "admin@acme.example.com",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("organization "));
-        let key = stdout.lines().find(|l| l.starts_with("xrk_")).expect("the key is printed");
+        let key = stdout
+            .lines()
+            .find(|l| l.starts_with("xrk_"))
+            .expect("the key is printed");
         xrole_crypto::ApiKey::parse(key).unwrap();
-        assert!(!String::from_utf8_lossy(&out.stderr).contains(key), "the key is printed once, not logged");
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains(key),
+            "the key is printed once, not logged"
+        );
         // Bad input is refused.
-        let out = with_keys(&["org", "create", "--name", "", "--admin-email", "a@b.example.com"]);
+        let out = with_keys(&[
+            "org",
+            "create",
+            "--name",
+            "",
+            "--admin-email",
+            "a@b.example.com",
+        ]);
         assert!(!out.status.success());
 
         let out = with_keys(&["keys", "rotate", "--retire-old"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("key 2 added and promoted"), "{stdout}");
         assert!(stdout.contains("re-sealed"), "{stdout}");

@@ -67,14 +67,20 @@ fn list_owned(
     let want = page.limit as usize;
     let mut data = Vec::new();
     let mut last_cursor = None;
-    let mut req = PageRequest { limit: xrole_store::MAX_PAGE_SIZE, cursor: page.cursor };
+    let mut req = PageRequest {
+        limit: xrole_store::MAX_PAGE_SIZE,
+        cursor: page.cursor,
+    };
     loop {
         let p = xrole_store::api_keys::list(conn, org, &req)?;
         for k in &p.items {
             if owner.is_some() && k.owner == owner {
                 if data.len() == want {
                     // One more exists: the page is full and has a successor.
-                    return Ok(Page { data, next_cursor: last_cursor });
+                    return Ok(Page {
+                        data,
+                        next_cursor: last_cursor,
+                    });
                 }
                 data.push(ApiKeyOut::from(k));
                 last_cursor = Some(format!("{}_{}", k.created_ms, k.id));
@@ -82,7 +88,12 @@ fn list_owned(
         }
         match p.next_cursor {
             Some(c) => req.cursor = Some(c),
-            None => return Ok(Page { data, next_cursor: None }),
+            None => {
+                return Ok(Page {
+                    data,
+                    next_cursor: None,
+                });
+            }
         }
     }
 }
@@ -187,11 +198,15 @@ pub async fn list(
     let page = query::<PageQuery>(&req)?.to_request()?;
     let org = principal.org_id;
     let out = if principal.is_admin() {
-        let keys = state.db(move |conn| Ok(xrole_store::api_keys::list(conn, org, &page)?)).await?;
+        let keys = state
+            .db(move |conn| Ok(xrole_store::api_keys::list(conn, org, &page)?))
+            .await?;
         Page::from_store(&keys, |k| ApiKeyOut::from(k))
     } else {
         let owner = principal.user_id;
-        state.db(move |conn| list_owned(conn, org, owner, page)).await?
+        state
+            .db(move |conn| list_owned(conn, org, owner, page))
+            .await?
     };
     Ok(HttpResponse::Ok().json(out))
 }

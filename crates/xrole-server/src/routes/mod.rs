@@ -32,7 +32,11 @@ pub struct RouteDef {
 }
 
 const fn def(method: Method, path: &'static str, handler: fn(Route) -> Route) -> RouteDef {
-    RouteDef { method, path, handler }
+    RouteDef {
+        method,
+        path,
+        handler,
+    }
 }
 
 /// Every route the server serves.
@@ -42,8 +46,12 @@ pub fn table() -> Vec<RouteDef> {
         def(Method::GET, "/readyz", |r| r.to(health::readyz)),
         def(Method::GET, "/metrics", |r| r.to(health::metrics)),
         def(Method::GET, "/openapi.json", |r| r.to(health::openapi)),
-        def(Method::POST, "/v1/organizations", |r| r.to(organizations::create)),
-        def(Method::GET, "/v1/organization", |r| r.to(organizations::get_own)),
+        def(Method::POST, "/v1/organizations", |r| {
+            r.to(organizations::create)
+        }),
+        def(Method::GET, "/v1/organization", |r| {
+            r.to(organizations::get_own)
+        }),
         def(Method::POST, "/v1/users", |r| r.to(users::create)),
         def(Method::GET, "/v1/users", |r| r.to(users::list)),
         def(Method::GET, "/v1/users/{id}", |r| r.to(users::get)),
@@ -52,7 +60,9 @@ pub fn table() -> Vec<RouteDef> {
         def(Method::POST, "/v1/sessions", |r| r.to(sessions::create)),
         def(Method::POST, "/v1/api-keys", |r| r.to(api_keys::create)),
         def(Method::GET, "/v1/api-keys", |r| r.to(api_keys::list)),
-        def(Method::DELETE, "/v1/api-keys/{id}", |r| r.to(api_keys::revoke)),
+        def(Method::DELETE, "/v1/api-keys/{id}", |r| {
+            r.to(api_keys::revoke)
+        }),
         def(Method::GET, "/v1/audit-events", |r| r.to(audit::list)),
     ]
 }

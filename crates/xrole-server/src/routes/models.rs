@@ -19,7 +19,11 @@ pub struct OrganizationOut {
 
 impl From<&xrole_store::orgs::Org> for OrganizationOut {
     fn from(o: &xrole_store::orgs::Org) -> Self {
-        OrganizationOut { id: o.id.to_string(), name: o.name.clone(), created_at: format_ms(o.created_ms) }
+        OrganizationOut {
+            id: o.id.to_string(),
+            name: o.name.clone(),
+            created_at: format_ms(o.created_ms),
+        }
     }
 }
 

@@ -51,12 +51,17 @@ impl NewOrg {
     /// Checks every field (422 naming the first bad one).
     pub fn parse(name: &str, email: &str, password: Option<String>) -> Result<NewOrg, ApiError> {
         let name = parse_name(name, "name")?;
-        let email: Email =
-            email.parse().map_err(|_| ApiError::invalid("admin_email", "not an email address"))?;
+        let email: Email = email
+            .parse()
+            .map_err(|_| ApiError::invalid("admin_email", "not an email address"))?;
         let password = password
             .map(|p| users::check_password(p, "admin_password"))
             .transpose()?;
-        Ok(NewOrg { name, email, password })
+        Ok(NewOrg {
+            name,
+            email,
+            password,
+        })
     }
 }
 
@@ -67,7 +72,10 @@ pub fn parse_name(raw: &str, field: &'static str) -> Result<String, ApiError> {
         return Err(ApiError::invalid(field, "must be 1 to 100 characters"));
     }
     if s.chars().any(char::is_control) {
-        return Err(ApiError::invalid(field, "must not contain control characters"));
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(s.to_owned())
 }
@@ -109,8 +117,15 @@ pub fn create_org_tx(
         },
         now,
     )?;
-    let (key, api_key) =
-        api_keys::issue(state, conn, org.id, admin.id, "initial admin key", None, now)?;
+    let (key, api_key) = api_keys::issue(
+        state,
+        conn,
+        org.id,
+        admin.id,
+        "initial admin key",
+        None,
+        now,
+    )?;
     audit::record(
         conn,
         org.id,
@@ -125,7 +140,12 @@ pub fn create_org_tx(
         info,
         now,
     )?;
-    Ok(CreatedOrg { org, admin, key, api_key })
+    Ok(CreatedOrg {
+        org,
+        admin,
+        key,
+        api_key,
+    })
 }
 
 /// Create an organization, its first admin and that admin's first API key.
@@ -184,6 +204,8 @@ pub async fn get_own(
     state: web::Data<AppState>,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    let org = state.db(move |conn| Ok(xrole_store::orgs::get(conn, principal.org_id)?)).await?;
+    let org = state
+        .db(move |conn| Ok(xrole_store::orgs::get(conn, principal.org_id)?))
+        .await?;
     Ok(HttpResponse::Ok().json(OrganizationOut::from(&org)))
 }

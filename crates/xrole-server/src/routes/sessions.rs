@@ -46,21 +46,25 @@ pub async fn create(
         .organization_id
         .parse()
         .map_err(|_| ApiError::invalid("organization_id", "not an organization id"))?;
-    let email: Email =
-        body.email.parse().map_err(|_| ApiError::invalid("email", "not an email address"))?;
+    let email: Email = body
+        .email
+        .parse()
+        .map_err(|_| ApiError::invalid("email", "not an email address"))?;
     let pw = SecretString::new(body.password);
     if pw.expose_secret().is_empty() || pw.expose_secret().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::invalid("password", "must be 1 to 1024 bytes"));
     }
     let found = state
-        .db(move |conn| match xrole_store::users::find_by_email(conn, org, &email) {
-            Ok(user) => {
-                let hash = xrole_store::users::password_hash(conn, org, user.id)?;
-                Ok(Some((user, hash)))
-            }
-            Err(xrole_store::Error::NotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        })
+        .db(
+            move |conn| match xrole_store::users::find_by_email(conn, org, &email) {
+                Ok(user) => {
+                    let hash = xrole_store::users::password_hash(conn, org, user.id)?;
+                    Ok(Some((user, hash)))
+                }
+                Err(xrole_store::Error::NotFound) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+        )
         .await?;
     let (user, phc) = match found {
         Some((user, hash)) if !user.disabled => (Some(user), hash),

@@ -93,7 +93,8 @@ pub fn display_name(email: &Email) -> &str {
 }
 
 fn parse_email(raw: &str) -> Result<Email, ApiError> {
-    raw.parse().map_err(|_| ApiError::invalid("email", "not an email address"))
+    raw.parse()
+        .map_err(|_| ApiError::invalid("email", "not an email address"))
 }
 
 /// Add a user to the caller's organization (admin).
@@ -119,7 +120,10 @@ pub async fn create(
     let input = body.value;
     let result = async {
         let email = parse_email(&input.email)?;
-        let password = input.password.map(|p| check_password(p, "password")).transpose()?;
+        let password = input
+            .password
+            .map(|p| check_password(p, "password"))
+            .transpose()?;
         let hash = match &password {
             Some(p) => Some(hash_password(p).await?),
             None => None,
@@ -149,7 +153,13 @@ pub async fn create(
                     Some(&info),
                     now,
                 )?;
-                idempotency::respond(&st, conn, lock2.as_ref(), StatusCode::CREATED, &UserOut::from(&user))
+                idempotency::respond(
+                    &st,
+                    conn,
+                    lock2.as_ref(),
+                    StatusCode::CREATED,
+                    &UserOut::from(&user),
+                )
             })
             .await
     }
@@ -185,7 +195,9 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: UserId = path_id(&id)?;
-    let user = state.db(move |conn| Ok(xrole_store::users::get(conn, principal.org_id, id)?)).await?;
+    let user = state
+        .db(move |conn| Ok(xrole_store::users::get(conn, principal.org_id, id)?))
+        .await?;
     Ok(HttpResponse::Ok().json(UserOut::from(&user)))
 }
 
@@ -221,8 +233,11 @@ pub async fn update(
         .tx(move |conn| {
             let now = st.now_ms();
             let role = body.role.map(UserRole::from);
-            let changes =
-                UserChanges { role, disabled: body.disabled, ..UserChanges::default() };
+            let changes = UserChanges {
+                role,
+                disabled: body.disabled,
+                ..UserChanges::default()
+            };
             let user = xrole_store::users::update(conn, principal.org_id, id, &changes, now)?;
             audit::record(
                 conn,
@@ -264,7 +279,10 @@ pub async fn delete(
     state
         .tx(move |conn| {
             let now = st.now_ms();
-            let changes = UserChanges { disabled: Some(true), ..UserChanges::default() };
+            let changes = UserChanges {
+                disabled: Some(true),
+                ..UserChanges::default()
+            };
             xrole_store::users::update(conn, principal.org_id, id, &changes, now)?;
             let revoked = api_keys::revoke_all_of_user(conn, principal.org_id, id, now)?;
             audit::record(

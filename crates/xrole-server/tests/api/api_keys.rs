@@ -8,7 +8,9 @@ use crate::helpers::{T0, assert_invalid_field, assert_problem};
 async fn create_list_and_revoke_keys() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let res = app.post("/v1/api-keys", &org.admin_key, &json!({"name": "ci"})).await;
+        let res = app
+            .post("/v1/api-keys", &org.admin_key, &json!({"name": "ci"}))
+            .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let v: Value = res.json().await.unwrap();
         let token = v["token"].as_str().unwrap().to_owned();
@@ -20,15 +22,38 @@ async fn create_list_and_revoke_keys() {
         let id = v["id"].as_str().unwrap().to_owned();
         assert_eq!(app.get("/v1/organization", &token).await.status(), 200);
 
-        let list: Value = app.get("/v1/api-keys", &org.admin_key).await.json().await.unwrap();
+        let list: Value = app
+            .get("/v1/api-keys", &org.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
         let data = list["data"].as_array().unwrap();
         assert_eq!(data.len(), 2);
         assert_eq!(data[0]["id"], id.as_str());
-        assert!(data.iter().all(|k| k.get("token").is_none() && k.get("key_hash").is_none()));
+        assert!(
+            data.iter()
+                .all(|k| k.get("token").is_none() && k.get("key_hash").is_none())
+        );
 
-        assert_eq!(app.delete(&format!("/v1/api-keys/{id}"), &org.admin_key).await.status(), 204);
-        assert_problem(app.get("/v1/organization", &token).await, 401, "unauthenticated").await;
-        let list: Value = app.get("/v1/api-keys", &org.admin_key).await.json().await.unwrap();
+        assert_eq!(
+            app.delete(&format!("/v1/api-keys/{id}"), &org.admin_key)
+                .await
+                .status(),
+            204
+        );
+        assert_problem(
+            app.get("/v1/organization", &token).await,
+            401,
+            "unauthenticated",
+        )
+        .await;
+        let list: Value = app
+            .get("/v1/api-keys", &org.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert!(list["data"][0]["revoked_at"].is_string());
         let actions = app.audit_actions(&org).await;
         assert_eq!(&actions[..2], ["api_key.revoked", "api_key.created"]);
@@ -41,7 +66,11 @@ async fn expiring_keys_stop_working_at_their_expiry() {
         let org = app.create_org("Acme").await;
         // T0 + 1 minute.
         let res = app
-            .post("/v1/api-keys", &org.admin_key, &json!({"name": "short", "expires_at": "2027-01-15T08:01:00Z"}))
+            .post(
+                "/v1/api-keys",
+                &org.admin_key,
+                &json!({"name": "short", "expires_at": "2027-01-15T08:01:00Z"}),
+            )
             .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let v: Value = res.json().await.unwrap();
@@ -51,7 +80,12 @@ async fn expiring_keys_stop_working_at_their_expiry() {
         app.clock.set_ms(T0 + 59_999);
         assert_eq!(app.get("/v1/organization", &token).await.status(), 200);
         app.clock.set_ms(T0 + 60_000);
-        assert_problem(app.get("/v1/organization", &token).await, 401, "unauthenticated").await;
+        assert_problem(
+            app.get("/v1/organization", &token).await,
+            401,
+            "unauthenticated",
+        )
+        .await;
     });
 }
 
@@ -63,22 +97,44 @@ async fn key_creation_rejects_bad_input() {
             ("name", json!({"name": ""})),
             ("name", json!({"name": "n".repeat(101)})),
             ("expires_at", json!({"name": "k", "expires_at": "tomorrow"})),
-            ("expires_at", json!({"name": "k", "expires_at": "2020-01-01T00:00:00Z"})),
+            (
+                "expires_at",
+                json!({"name": "k", "expires_at": "2020-01-01T00:00:00Z"}),
+            ),
         ] {
-            assert_invalid_field(app.post("/v1/api-keys", &org.admin_key, &body).await, field).await;
+            assert_invalid_field(app.post("/v1/api-keys", &org.admin_key, &body).await, field)
+                .await;
         }
-        for body in [json!({}), json!({"name": 1}), json!({"name": "k", "scopes": []}), json!({"name": "k", "expires_at": 1})] {
-            assert_problem(app.post("/v1/api-keys", &org.admin_key, &body).await, 400, "invalid_body").await;
+        for body in [
+            json!({}),
+            json!({"name": 1}),
+            json!({"name": "k", "scopes": []}),
+            json!({"name": "k", "expires_at": 1}),
+        ] {
+            assert_problem(
+                app.post("/v1/api-keys", &org.admin_key, &body).await,
+                400,
+                "invalid_body",
+            )
+            .await;
         }
-        for path in ["/v1/api-keys/xyz", "/v1/api-keys/00000000-0000-0000-0000-000000000000"] {
+        for path in [
+            "/v1/api-keys/xyz",
+            "/v1/api-keys/00000000-0000-0000-0000-000000000000",
+        ] {
             assert_problem(app.delete(path, &org.admin_key).await, 404, "not_found").await;
         }
         for (method, path) in [
             (Method::POST, "/v1/api-keys"),
             (Method::GET, "/v1/api-keys"),
-            (Method::DELETE, "/v1/api-keys/00000000-0000-0000-0000-000000000000"),
+            (
+                Method::DELETE,
+                "/v1/api-keys/00000000-0000-0000-0000-000000000000",
+            ),
         ] {
-            let res = app.request(method, path, None, Some(&json!({"name": "k"}))).await;
+            let res = app
+                .request(method, path, None, Some(&json!({"name": "k"})))
+                .await;
             assert_problem(res, 401, "unauthenticated").await;
         }
     });
@@ -89,22 +145,38 @@ async fn members_see_and_revoke_only_their_own_keys() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
         let m = app.create_user(&org, "m@acme.example.com", "member").await;
-        let res = app.post("/v1/api-keys", &m.key, &json!({"name": "mine"})).await;
+        let res = app
+            .post("/v1/api-keys", &m.key, &json!({"name": "mine"}))
+            .await;
         assert_eq!(res.status(), 201);
         let mine: Value = res.json().await.unwrap();
         app.secret(mine["token"].as_str().unwrap());
         let list: Value = app.get("/v1/api-keys", &m.key).await.json().await.unwrap();
-        let owners: Vec<&str> =
-            list["data"].as_array().unwrap().iter().map(|k| k["owner_user_id"].as_str().unwrap()).collect();
+        let owners: Vec<&str> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["owner_user_id"].as_str().unwrap())
+            .collect();
         assert_eq!(owners, vec![m.id.as_str(), m.id.as_str()]);
         // The admin's key is not the member's to revoke.
-        let res = app.delete(&format!("/v1/api-keys/{}", org.admin_key_id), &m.key).await;
+        let res = app
+            .delete(&format!("/v1/api-keys/{}", org.admin_key_id), &m.key)
+            .await;
         assert_problem(res, 404, "not_found").await;
-        assert_eq!(app.get("/v1/organization", &org.admin_key).await.status(), 200);
+        assert_eq!(
+            app.get("/v1/organization", &org.admin_key).await.status(),
+            200
+        );
         // A member-made key acts as the member: no admin routes.
         let token = mine["token"].as_str().unwrap();
         assert_problem(app.get("/v1/audit-events", token).await, 403, "forbidden").await;
-        let res = app.delete(&format!("/v1/api-keys/{}", mine["id"].as_str().unwrap()), &m.key).await;
+        let res = app
+            .delete(
+                &format!("/v1/api-keys/{}", mine["id"].as_str().unwrap()),
+                &m.key,
+            )
+            .await;
         assert_eq!(res.status(), 204);
         assert_eq!(app.get("/v1/organization", token).await.status(), 401);
     });

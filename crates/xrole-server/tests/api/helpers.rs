@@ -22,7 +22,9 @@ static INIT: Once = Once::new();
 struct Capture;
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        LOGS.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -65,7 +67,10 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             signup_open: false,
-            rate_limit: RateLimit { per_second: 0.0, burst: 1 },
+            rate_limit: RateLimit {
+                per_second: 0.0,
+                burst: 1,
+            },
             extra_routes: Vec::new(),
         }
     }
@@ -138,7 +143,13 @@ impl TestApp {
         self.secrets.lock().unwrap().push(s.to_owned());
     }
 
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Response {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
         let mut r = self.client.request(method, self.url(path));
         if let Some(t) = token {
             r = r.bearer_auth(t);
@@ -154,11 +165,13 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
-        self.request(Method::POST, path, Some(token), Some(body)).await
+        self.request(Method::POST, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: &Value) -> Response {
-        self.request(Method::PATCH, path, Some(token), Some(body)).await
+        self.request(Method::PATCH, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Response {
@@ -190,12 +203,26 @@ impl TestApp {
         let password = format!("pw-{email}-correct horse");
         self.secret(&password);
         let res = self
-            .post("/v1/users", &org.admin_key, &json!({"email": email, "role": role, "password": password}))
+            .post(
+                "/v1/users",
+                &org.admin_key,
+                &json!({"email": email, "role": role, "password": password}),
+            )
             .await;
-        assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+        assert_eq!(
+            res.status(),
+            StatusCode::CREATED,
+            "{}",
+            res.text().await.unwrap()
+        );
         let v: Value = res.json().await.unwrap();
         let key = self.login(&org.id, email, &password).await;
-        Member { id: v["id"].as_str().unwrap().to_owned(), email: email.to_owned(), password, key }
+        Member {
+            id: v["id"].as_str().unwrap().to_owned(),
+            email: email.to_owned(),
+            password,
+            key,
+        }
     }
 
     pub async fn login(&self, org_id: &str, email: &str, password: &str) -> String {
@@ -216,8 +243,18 @@ impl TestApp {
 
     /// Actions of the org's audit trail, newest first.
     pub async fn audit_actions(&self, org: &Org) -> Vec<String> {
-        let v: Value = self.get("/v1/audit-events?limit=200", &org.admin_key).await.json().await.unwrap();
-        v["data"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect()
+        let v: Value = self
+            .get("/v1/audit-events?limit=200", &org.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .collect()
     }
 }
 
@@ -239,7 +276,10 @@ impl Drop for TestApp {
 pub async fn assert_problem(res: Response, status: u16, code: &str) -> Value {
     assert_eq!(res.status().as_u16(), status, "expected {status} {code}");
     assert_eq!(
-        res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).as_deref(),
+        res.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .as_deref(),
         Some("application/problem+json")
     );
     let v: Value = res.json().await.unwrap();

@@ -22,7 +22,12 @@ async fn post_with_key(app: &TestApp, token: &str, key: &str, body: &Value) -> r
 }
 
 async fn count_users(app: &TestApp, token: &str) -> usize {
-    let v: Value = app.get("/v1/users?limit=200", token).await.json().await.unwrap();
+    let v: Value = app
+        .get("/v1/users?limit=200", token)
+        .await
+        .json()
+        .await
+        .unwrap();
     v["data"].as_array().unwrap().len()
 }
 
@@ -41,7 +46,12 @@ async fn same_key_same_body_replays_the_first_response_byte_for_byte() {
         assert_eq!(again.headers().get("content-type").unwrap(), &ct);
         assert_eq!(again.bytes().await.unwrap(), first);
         assert_eq!(count_users(&app, &org.admin_key).await, 2);
-        let created = app.audit_actions(&org).await.iter().filter(|a| *a == "user.created").count();
+        let created = app
+            .audit_actions(&org)
+            .await
+            .iter()
+            .filter(|a| *a == "user.created")
+            .count();
         assert_eq!(created, 1);
         // The same key on another route, or from another principal, is a different key.
         let res = app
@@ -79,7 +89,12 @@ async fn replayed_api_key_response_is_identical_and_stored_sealed() {
         app.secret(&token);
         // The replayed token works; only one key was made.
         assert_eq!(app.get("/v1/organization", &token).await.status(), 200);
-        let keys: Value = app.get("/v1/api-keys", &org.admin_key).await.json().await.unwrap();
+        let keys: Value = app
+            .get("/v1/api-keys", &org.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(keys["data"].as_array().unwrap().len(), 2);
         // The stored response does not hold the token in clear.
         let state = app.state.clone();
@@ -87,12 +102,21 @@ async fn replayed_api_key_response_is_identical_and_stored_sealed() {
             .db(|conn| {
                 use diesel::prelude::*;
                 use xrole_store::schema::idempotency_records::dsl as i;
-                Ok(i::idempotency_records.select(i::response_body).load::<Option<Vec<u8>>>(conn)?.into_iter().flatten().collect())
+                Ok(i::idempotency_records
+                    .select(i::response_body)
+                    .load::<Option<Vec<u8>>>(conn)?
+                    .into_iter()
+                    .flatten()
+                    .collect())
             })
             .await
             .unwrap();
         assert_eq!(bodies.len(), 1);
-        assert!(!bodies[0].windows(token.len()).any(|w| w == token.as_bytes()));
+        assert!(
+            !bodies[0]
+                .windows(token.len())
+                .any(|w| w == token.as_bytes())
+        );
     });
 }
 
@@ -100,9 +124,21 @@ async fn replayed_api_key_response_is_identical_and_stored_sealed() {
 async fn same_key_different_body_is_422() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let res = post_with_key(&app, &org.admin_key, "k", &json!({"email": "a@acme.example.com", "role": "member"})).await;
+        let res = post_with_key(
+            &app,
+            &org.admin_key,
+            "k",
+            &json!({"email": "a@acme.example.com", "role": "member"}),
+        )
+        .await;
         assert_eq!(res.status(), 201);
-        let res = post_with_key(&app, &org.admin_key, "k", &json!({"email": "b@acme.example.com", "role": "member"})).await;
+        let res = post_with_key(
+            &app,
+            &org.admin_key,
+            "k",
+            &json!({"email": "b@acme.example.com", "role": "member"}),
+        )
+        .await;
         assert_problem(res, 422, "idempotency_key_reused").await;
         assert_eq!(count_users(&app, &org.admin_key).await, 2);
     });
@@ -125,10 +161,22 @@ async fn malformed_idempotency_key_is_400() {
 async fn failed_request_releases_its_key() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let res = post_with_key(&app, &org.admin_key, "k", &json!({"email": "nope", "role": "member"})).await;
+        let res = post_with_key(
+            &app,
+            &org.admin_key,
+            "k",
+            &json!({"email": "nope", "role": "member"}),
+        )
+        .await;
         assert_eq!(res.status(), 422);
         // Fixing the request under the same key works.
-        let res = post_with_key(&app, &org.admin_key, "k", &json!({"email": "ok@acme.example.com", "role": "member"})).await;
+        let res = post_with_key(
+            &app,
+            &org.admin_key,
+            "k",
+            &json!({"email": "ok@acme.example.com", "role": "member"}),
+        )
+        .await;
         assert_eq!(res.status(), 201);
     });
 }
@@ -140,7 +188,8 @@ async fn twenty_concurrent_duplicates_have_exactly_one_effect() {
         // A password makes the first request slow (argon2) while the others arrive.
         let password = "a slow password to hash";
         app.secret(password);
-        let body = json!({"email": "race@acme.example.com", "role": "member", "password": password});
+        let body =
+            json!({"email": "race@acme.example.com", "role": "member", "password": password});
         let futs = (0..20).map(|_| post_with_key(&app, &org.admin_key, "race", &body));
         let responses = futures::future::join_all(futs).await;
         let mut created = Vec::new();
@@ -160,7 +209,12 @@ async fn twenty_concurrent_duplicates_have_exactly_one_effect() {
         assert!(in_flight > 0, "no request saw the first one in flight");
         assert!(created.windows(2).all(|w| w[0] == w[1]));
         assert_eq!(count_users(&app, &org.admin_key).await, 2);
-        let n = app.audit_actions(&org).await.iter().filter(|a| *a == "user.created").count();
+        let n = app
+            .audit_actions(&org)
+            .await
+            .iter()
+            .filter(|a| *a == "user.created")
+            .count();
         assert_eq!(n, 1);
     });
 }
@@ -169,13 +223,31 @@ async fn twenty_concurrent_duplicates_have_exactly_one_effect() {
 async fn keys_expire_after_24_hours() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let res = post_with_key(&app, &org.admin_key, "daily", &json!({"email": "a@acme.example.com", "role": "member"})).await;
+        let res = post_with_key(
+            &app,
+            &org.admin_key,
+            "daily",
+            &json!({"email": "a@acme.example.com", "role": "member"}),
+        )
+        .await;
         assert_eq!(res.status(), 201);
         app.clock.advance_ms(24 * 3_600_000 - 1);
-        let res = post_with_key(&app, &org.admin_key, "daily", &json!({"email": "b@acme.example.com", "role": "member"})).await;
+        let res = post_with_key(
+            &app,
+            &org.admin_key,
+            "daily",
+            &json!({"email": "b@acme.example.com", "role": "member"}),
+        )
+        .await;
         assert_eq!(res.status(), 422);
         app.clock.advance_ms(1);
-        let res = post_with_key(&app, &org.admin_key, "daily", &json!({"email": "b@acme.example.com", "role": "member"})).await;
+        let res = post_with_key(
+            &app,
+            &org.admin_key,
+            "daily",
+            &json!({"email": "b@acme.example.com", "role": "member"}),
+        )
+        .await;
         assert_eq!(res.status(), 201);
         assert_eq!(count_users(&app, &org.admin_key).await, 3);
     });
@@ -194,7 +266,15 @@ async fn requires_key(
             let st = state.get_ref().clone();
             let l2 = lock.clone();
             let r = state
-                .tx(move |conn| idempotency::respond(&st, conn, l2.as_ref(), actix_web::http::StatusCode::ACCEPTED, &json!({"ok": true})))
+                .tx(move |conn| {
+                    idempotency::respond(
+                        &st,
+                        conn,
+                        l2.as_ref(),
+                        actix_web::http::StatusCode::ACCEPTED,
+                        &json!({"ok": true}),
+                    )
+                })
                 .await;
             idempotency::finish(&state, lock, r).await
         }
@@ -209,9 +289,18 @@ async fn required_key_missing_is_400() {
             path: "/v1/test-required",
             handler: |r| r.to(requires_key),
         };
-        let app = spawn_app_with(db, Options { extra_routes: vec![route], ..Options::default() }).await;
+        let app = spawn_app_with(
+            db,
+            Options {
+                extra_routes: vec![route],
+                ..Options::default()
+            },
+        )
+        .await;
         let org = app.create_org("Acme").await;
-        let res = app.post("/v1/test-required", &org.admin_key, &json!({})).await;
+        let res = app
+            .post("/v1/test-required", &org.admin_key, &json!({}))
+            .await;
         assert_problem(res, 400, "idempotency_key_required").await;
         let res = app
             .client

@@ -21,16 +21,35 @@ async fn health_and_readiness() {
 async fn metrics_count_requests_by_route_and_status() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        app.get("/v1/users/00000000-0000-0000-0000-000000000000", &org.admin_key).await;
-        app.get("/v1/users/00000000-0000-0000-0000-000000000001", &org.admin_key).await;
+        app.get(
+            "/v1/users/00000000-0000-0000-0000-000000000000",
+            &org.admin_key,
+        )
+        .await;
+        app.get(
+            "/v1/users/00000000-0000-0000-0000-000000000001",
+            &org.admin_key,
+        )
+        .await;
         app.client.get(app.url("/healthz")).send().await.unwrap();
         let res = app.client.get(app.url("/metrics")).send().await.unwrap();
-        assert!(res.headers().get("content-type").unwrap().to_str().unwrap().starts_with("text/plain"));
+        assert!(
+            res.headers()
+                .get("content-type")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
         let text = res.text().await.unwrap();
         assert!(text.contains("xrole_http_requests_total{method=\"GET\",route=\"/v1/users/{id}\",status=\"404\"} 2"), "{text}");
-        assert!(text.contains("xrole_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"));
+        assert!(text.contains(
+            "xrole_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"
+        ));
         assert!(text.contains("xrole_http_requests_total{method=\"POST\",route=\"/v1/organizations\",status=\"201\"} 1"));
-        assert!(text.contains("xrole_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/users/{id}\"} 2"));
+        assert!(text.contains(
+            "xrole_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/users/{id}\"} 2"
+        ));
         assert!(text.contains("# TYPE xrole_http_request_duration_seconds histogram"));
         // Raw ids never become label values.
         assert!(!text.contains("00000000-0000-0000-0000-000000000001"));
@@ -45,7 +64,11 @@ async fn openapi_matches_routes() {
     let mut documented = BTreeSet::new();
     for (path, item) in json["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
-            if ["get", "post", "put", "patch", "delete", "head", "options", "trace"].contains(&method.as_str()) {
+            if [
+                "get", "post", "put", "patch", "delete", "head", "options", "trace",
+            ]
+            .contains(&method.as_str())
+            {
                 documented.insert((method.to_uppercase(), path.clone()));
             }
         }
@@ -54,13 +77,24 @@ async fn openapi_matches_routes() {
         .iter()
         .map(|r| (r.method.as_str().to_owned(), r.path.to_owned()))
         .collect();
-    assert_eq!(documented, served, "OpenAPI document and served routes differ");
+    assert_eq!(
+        documented, served,
+        "OpenAPI document and served routes differ"
+    );
 }
 
 #[tokio::test]
 async fn every_documented_route_is_served() {
     each_db!(|app| {
-        let served: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+        let served: Value = app
+            .client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         for (path, item) in served["paths"].as_object().unwrap() {
             let concrete = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
             for method in item.as_object().unwrap().keys() {
@@ -83,7 +117,9 @@ async fn every_documented_route_is_served() {
 async fn logs_contain_no_key_password_or_secret() {
     each_db!(|app| {
         let org = app.create_org("Logged").await;
-        let m = app.create_user(&org, "m@logged.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@logged.example.com", "member")
+            .await;
         // A failed login with a password that must not be logged either.
         let wrong = "wrong-password-that-must-not-be-logged";
         app.secret(wrong);
@@ -99,7 +135,12 @@ async fn logs_contain_no_key_password_or_secret() {
         let logs = captured_logs();
         // Something was logged, and it is not the secrets.
         assert!(logs.contains("organization created"));
-        for s in [org.admin_key.as_str(), m.key.as_str(), m.password.as_str(), wrong] {
+        for s in [
+            org.admin_key.as_str(),
+            m.key.as_str(),
+            m.password.as_str(),
+            wrong,
+        ] {
             assert!(!logs.contains(s));
         }
         // The hash of the key is not logged either (hex or raw).

@@ -16,7 +16,12 @@ async fn operator_creates_org_with_admin_and_working_key() {
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["id"], org.id.as_str());
         assert_eq!(v["name"], "Acme");
-        let me: Value = app.get(&format!("/v1/users/{}", org.admin_id), &org.admin_key).await.json().await.unwrap();
+        let me: Value = app
+            .get(&format!("/v1/users/{}", org.admin_id), &org.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(me["role"], "admin");
         assert_eq!(me["email"], "admin@acme.example.com");
         assert_eq!(app.audit_actions(&org).await, vec!["organization.created"]);
@@ -27,9 +32,13 @@ async fn operator_creates_org_with_admin_and_working_key() {
 async fn creating_an_org_needs_the_operator_token_unless_signup_is_open() {
     each_db!(|app| {
         let body = json!({"name": "Acme", "admin_email": "a@acme.example.com"});
-        let res = app.request(Method::POST, "/v1/organizations", None, Some(&body)).await;
+        let res = app
+            .request(Method::POST, "/v1/organizations", None, Some(&body))
+            .await;
         assert_problem(res, 401, "unauthenticated").await;
-        let res = app.post("/v1/organizations", "not-the-operator-token", &body).await;
+        let res = app
+            .post("/v1/organizations", "not-the-operator-token", &body)
+            .await;
         assert_problem(res, 401, "unauthenticated").await;
         // An org admin's key is not the operator token either.
         let org = app.create_org("Other").await;
@@ -37,16 +46,34 @@ async fn creating_an_org_needs_the_operator_token_unless_signup_is_open() {
         assert_problem(res, 401, "unauthenticated").await;
     });
     for db in TestDb::all().unwrap() {
-        let app = spawn_app_with(db, Options { signup_open: true, ..Options::default() }).await;
+        let app = spawn_app_with(
+            db,
+            Options {
+                signup_open: true,
+                ..Options::default()
+            },
+        )
+        .await;
         let body = json!({"name": "Open", "admin_email": "a@open.example.com", "admin_password": "a long enough password"});
         app.secret("a long enough password");
-        let res = app.request(Method::POST, "/v1/organizations", None, Some(&body)).await;
+        let res = app
+            .request(Method::POST, "/v1/organizations", None, Some(&body))
+            .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let v: Value = res.json().await.unwrap();
         app.secret(v["api_key"]["token"].as_str().unwrap());
         // The admin can log in with the password.
-        let key = app.login(v["organization"]["id"].as_str().unwrap(), "a@open.example.com", "a long enough password").await;
-        assert_eq!(app.get("/v1/organization", &key).await.status(), StatusCode::OK);
+        let key = app
+            .login(
+                v["organization"]["id"].as_str().unwrap(),
+                "a@open.example.com",
+                "a long enough password",
+            )
+            .await;
+        assert_eq!(
+            app.get("/v1/organization", &key).await.status(),
+            StatusCode::OK
+        );
         // A wrong operator token is still refused.
         let res = app.post("/v1/organizations", "wrong", &body).await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
@@ -84,7 +111,9 @@ async fn org_creation_rejects_each_bad_field() {
 #[tokio::test]
 async fn get_own_org_requires_a_key() {
     each_db!(|app| {
-        let res = app.request(Method::GET, "/v1/organization", None, None).await;
+        let res = app
+            .request(Method::GET, "/v1/organization", None, None)
+            .await;
         assert_problem(res, 401, "unauthenticated").await;
     });
 }

@@ -27,8 +27,17 @@ async fn login_issues_a_short_lived_key() {
         assert_eq!(app.get("/v1/organization", &token).await.status(), 200);
         // One hour later (the default session lifetime) it no longer works.
         app.clock.advance_ms(3_600_000);
-        assert_problem(app.get("/v1/organization", &token).await, 401, "unauthenticated").await;
-        assert!(app.audit_actions(&org).await.contains(&"session.created".to_owned()));
+        assert_problem(
+            app.get("/v1/organization", &token).await,
+            401,
+            "unauthenticated",
+        )
+        .await;
+        assert!(
+            app.audit_actions(&org)
+                .await
+                .contains(&"session.created".to_owned())
+        );
     });
 }
 
@@ -40,11 +49,18 @@ async fn failed_logins_all_look_the_same() {
         let m = app.create_user(&org, "m@acme.example.com", "member").await;
         // A user without a password cannot log in with any password.
         let body = json!({"email": "nopw@acme.example.com", "role": "member"});
-        assert_eq!(app.post("/v1/users", &org.admin_key, &body).await.status(), 201);
+        assert_eq!(
+            app.post("/v1/users", &org.admin_key, &body).await.status(),
+            201
+        );
         let zero = "00000000-0000-0000-0000-000000000000";
         for (org_id, email, password) in [
             (org.id.as_str(), "m@acme.example.com", "wrong password!"),
-            (org.id.as_str(), "nobody@acme.example.com", m.password.as_str()),
+            (
+                org.id.as_str(),
+                "nobody@acme.example.com",
+                m.password.as_str(),
+            ),
             (other.id.as_str(), "m@acme.example.com", m.password.as_str()),
             (zero, "m@acme.example.com", m.password.as_str()),
             (org.id.as_str(), "nopw@acme.example.com", "anything at all"),
@@ -75,7 +91,9 @@ async fn login_rejects_each_bad_field() {
         ] {
             let mut body = ok.clone();
             body[field] = value;
-            let res = app.request(Method::POST, "/v1/sessions", None, Some(&body)).await;
+            let res = app
+                .request(Method::POST, "/v1/sessions", None, Some(&body))
+                .await;
             assert_invalid_field(res, field).await;
         }
         for body in [
@@ -83,7 +101,9 @@ async fn login_rejects_each_bad_field() {
             json!({"organization_id": org.id, "email": "a@acme.example.com", "password": 12345}),
             json!({"organization_id": org.id, "email": "a@acme.example.com", "password": "x", "remember": true}),
         ] {
-            let res = app.request(Method::POST, "/v1/sessions", None, Some(&body)).await;
+            let res = app
+                .request(Method::POST, "/v1/sessions", None, Some(&body))
+                .await;
             assert_problem(res, 400, "invalid_body").await;
         }
     });

@@ -9,7 +9,11 @@ async fn admin_manages_users() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
         let res = app
-            .post("/v1/users", &org.admin_key, &json!({"email": "Bob@Acme.example.com", "role": "member"}))
+            .post(
+                "/v1/users",
+                &org.admin_key,
+                &json!({"email": "Bob@Acme.example.com", "role": "member"}),
+            )
             .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let bob: Value = res.json().await.unwrap();
@@ -19,25 +23,53 @@ async fn admin_manages_users() {
         assert_eq!(bob["has_password"], false);
         let id = bob["id"].as_str().unwrap();
 
-        let got: Value = app.get(&format!("/v1/users/{id}"), &org.admin_key).await.json().await.unwrap();
+        let got: Value = app
+            .get(&format!("/v1/users/{id}"), &org.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(got, bob);
 
-        let res = app.patch(&format!("/v1/users/{id}"), &org.admin_key, &json!({"role": "admin"})).await;
+        let res = app
+            .patch(
+                &format!("/v1/users/{id}"),
+                &org.admin_key,
+                &json!({"role": "admin"}),
+            )
+            .await;
         assert_eq!(res.status(), StatusCode::OK);
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["role"], "admin");
-        let res = app.patch(&format!("/v1/users/{id}"), &org.admin_key, &json!({"disabled": true})).await;
+        let res = app
+            .patch(
+                &format!("/v1/users/{id}"),
+                &org.admin_key,
+                &json!({"disabled": true}),
+            )
+            .await;
         assert_eq!(res.json::<Value>().await.unwrap()["disabled"], true);
 
         let res = app.delete(&format!("/v1/users/{id}"), &org.admin_key).await;
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
-        let got: Value = app.get(&format!("/v1/users/{id}"), &org.admin_key).await.json().await.unwrap();
+        let got: Value = app
+            .get(&format!("/v1/users/{id}"), &org.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(got["disabled"], true);
 
         let actions = app.audit_actions(&org).await;
         assert_eq!(
             actions,
-            vec!["user.deleted", "user.updated", "user.updated", "user.created", "organization.created"]
+            vec![
+                "user.deleted",
+                "user.updated",
+                "user.updated",
+                "user.created",
+                "organization.created"
+            ]
         );
     });
 }
@@ -47,9 +79,22 @@ async fn deleting_a_user_revokes_their_keys_at_once() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
         let m = app.create_user(&org, "m@acme.example.com", "member").await;
-        assert_eq!(app.get("/v1/organization", &m.key).await.status(), StatusCode::OK);
-        assert_eq!(app.delete(&format!("/v1/users/{}", m.id), &org.admin_key).await.status(), 204);
-        assert_problem(app.get("/v1/organization", &m.key).await, 401, "unauthenticated").await;
+        assert_eq!(
+            app.get("/v1/organization", &m.key).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            app.delete(&format!("/v1/users/{}", m.id), &org.admin_key)
+                .await
+                .status(),
+            204
+        );
+        assert_problem(
+            app.get("/v1/organization", &m.key).await,
+            401,
+            "unauthenticated",
+        )
+        .await;
         // Nor can they log in again.
         let res = app
             .request(
@@ -69,9 +114,11 @@ async fn disabled_user_keys_stop_working_and_come_back() {
         let org = app.create_org("Acme").await;
         let m = app.create_user(&org, "m@acme.example.com", "member").await;
         let path = format!("/v1/users/{}", m.id);
-        app.patch(&path, &org.admin_key, &json!({"disabled": true})).await;
+        app.patch(&path, &org.admin_key, &json!({"disabled": true}))
+            .await;
         assert_eq!(app.get("/v1/organization", &m.key).await.status(), 401);
-        app.patch(&path, &org.admin_key, &json!({"disabled": false})).await;
+        app.patch(&path, &org.admin_key, &json!({"disabled": false}))
+            .await;
         assert_eq!(app.get("/v1/organization", &m.key).await.status(), 200);
     });
 }
@@ -83,7 +130,10 @@ async fn user_routes_reject_bad_input() {
         for (field, body) in [
             ("email", json!({"email": "nope", "role": "member"})),
             ("email", json!({"email": "", "role": "member"})),
-            ("password", json!({"email": "p@acme.example.com", "role": "member", "password": "short"})),
+            (
+                "password",
+                json!({"email": "p@acme.example.com", "role": "member", "password": "short"}),
+            ),
         ] {
             assert_invalid_field(app.post("/v1/users", &org.admin_key, &body).await, field).await;
         }
@@ -93,24 +143,67 @@ async fn user_routes_reject_bad_input() {
             json!({"email": 7, "role": "member"}),
             json!({"email": "r@acme.example.com", "role": "member", "extra": 1}),
         ] {
-            assert_problem(app.post("/v1/users", &org.admin_key, &body).await, 400, "invalid_body").await;
+            assert_problem(
+                app.post("/v1/users", &org.admin_key, &body).await,
+                400,
+                "invalid_body",
+            )
+            .await;
         }
         let dup = json!({"email": "admin@acme.example.com", "role": "member"});
-        assert_problem(app.post("/v1/users", &org.admin_key, &dup).await, 409, "already_exists").await;
+        assert_problem(
+            app.post("/v1/users", &org.admin_key, &dup).await,
+            409,
+            "already_exists",
+        )
+        .await;
 
         let m = app.create_user(&org, "m@acme.example.com", "member").await;
         let path = format!("/v1/users/{}", m.id);
         assert_invalid_field(app.patch(&path, &org.admin_key, &json!({})).await, "role").await;
-        assert_problem(app.patch(&path, &org.admin_key, &json!({"role": "root"})).await, 400, "invalid_body").await;
-        assert_problem(app.patch(&path, &org.admin_key, &json!({"disabled": "yes"})).await, 400, "invalid_body").await;
+        assert_problem(
+            app.patch(&path, &org.admin_key, &json!({"role": "root"}))
+                .await,
+            400,
+            "invalid_body",
+        )
+        .await;
+        assert_problem(
+            app.patch(&path, &org.admin_key, &json!({"disabled": "yes"}))
+                .await,
+            400,
+            "invalid_body",
+        )
+        .await;
         // Admins cannot lock themselves out.
         let me = format!("/v1/users/{}", org.admin_id);
-        assert_problem(app.patch(&me, &org.admin_key, &json!({"role": "member"})).await, 409, "cannot_modify_self").await;
-        assert_problem(app.delete(&me, &org.admin_key).await, 409, "cannot_modify_self").await;
+        assert_problem(
+            app.patch(&me, &org.admin_key, &json!({"role": "member"}))
+                .await,
+            409,
+            "cannot_modify_self",
+        )
+        .await;
+        assert_problem(
+            app.delete(&me, &org.admin_key).await,
+            409,
+            "cannot_modify_self",
+        )
+        .await;
         // Malformed and unknown ids are 404, never 500.
-        for bad in ["/v1/users/not-a-uuid", "/v1/users/00000000-0000-0000-0000-000000000000", "/v1/users/%00"] {
+        for bad in [
+            "/v1/users/not-a-uuid",
+            "/v1/users/00000000-0000-0000-0000-000000000000",
+            "/v1/users/%00",
+        ] {
             assert_problem(app.get(bad, &org.admin_key).await, 404, "not_found").await;
-            assert_problem(app.patch(bad, &org.admin_key, &json!({"role": "admin"})).await, 404, "not_found").await;
+            assert_problem(
+                app.patch(bad, &org.admin_key, &json!({"role": "admin"}))
+                    .await,
+                404,
+                "not_found",
+            )
+            .await;
             assert_problem(app.delete(bad, &org.admin_key).await, 404, "not_found").await;
         }
     });
@@ -122,11 +215,21 @@ async fn members_read_but_cannot_manage_users() {
         let org = app.create_org("Acme").await;
         let m = app.create_user(&org, "m@acme.example.com", "member").await;
         assert_eq!(app.get("/v1/users", &m.key).await.status(), StatusCode::OK);
-        assert_eq!(app.get(&format!("/v1/users/{}", org.admin_id), &m.key).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.get(&format!("/v1/users/{}", org.admin_id), &m.key)
+                .await
+                .status(),
+            StatusCode::OK
+        );
         let body = json!({"email": "x@acme.example.com", "role": "admin"});
         assert_problem(app.post("/v1/users", &m.key, &body).await, 403, "forbidden").await;
         let admin = format!("/v1/users/{}", org.admin_id);
-        assert_problem(app.patch(&admin, &m.key, &json!({"disabled": true})).await, 403, "forbidden").await;
+        assert_problem(
+            app.patch(&admin, &m.key, &json!({"disabled": true})).await,
+            403,
+            "forbidden",
+        )
+        .await;
         assert_problem(app.delete(&admin, &m.key).await, 403, "forbidden").await;
         // Unauthenticated, every route.
         for (method, path) in [
@@ -136,7 +239,9 @@ async fn members_read_but_cannot_manage_users() {
             (Method::PATCH, admin.clone()),
             (Method::DELETE, admin.clone()),
         ] {
-            let res = app.request(method, &path, None, Some(&json!({"role": "member"}))).await;
+            let res = app
+                .request(method, &path, None, Some(&json!({"role": "member"})))
+                .await;
             assert_problem(res, 401, "unauthenticated").await;
         }
     });
@@ -149,7 +254,10 @@ async fn user_list_is_cursor_paginated() {
         for i in 0..4 {
             app.clock.advance_ms(1);
             let body = json!({"email": format!("u{i}@acme.example.com"), "role": "member"});
-            assert_eq!(app.post("/v1/users", &org.admin_key, &body).await.status(), 201);
+            assert_eq!(
+                app.post("/v1/users", &org.admin_key, &body).await.status(),
+                201
+            );
         }
         let mut seen = Vec::new();
         let mut path = "/v1/users?limit=2".to_owned();
@@ -165,12 +273,36 @@ async fn user_list_is_cursor_paginated() {
         }
         assert_eq!(
             seen,
-            vec!["u3@acme.example.com", "u2@acme.example.com", "u1@acme.example.com", "u0@acme.example.com", "admin@acme.example.com"]
+            vec![
+                "u3@acme.example.com",
+                "u2@acme.example.com",
+                "u1@acme.example.com",
+                "u0@acme.example.com",
+                "admin@acme.example.com"
+            ]
         );
         assert_invalid_field(app.get("/v1/users?limit=0", &org.admin_key).await, "limit").await;
-        assert_invalid_field(app.get("/v1/users?limit=201", &org.admin_key).await, "limit").await;
-        assert_invalid_field(app.get("/v1/users?cursor=garbage", &org.admin_key).await, "cursor").await;
-        assert_problem(app.get("/v1/users?limit=abc", &org.admin_key).await, 400, "invalid_query").await;
-        assert_problem(app.get("/v1/users?color=red", &org.admin_key).await, 400, "invalid_query").await;
+        assert_invalid_field(
+            app.get("/v1/users?limit=201", &org.admin_key).await,
+            "limit",
+        )
+        .await;
+        assert_invalid_field(
+            app.get("/v1/users?cursor=garbage", &org.admin_key).await,
+            "cursor",
+        )
+        .await;
+        assert_problem(
+            app.get("/v1/users?limit=abc", &org.admin_key).await,
+            400,
+            "invalid_query",
+        )
+        .await;
+        assert_problem(
+            app.get("/v1/users?color=red", &org.admin_key).await,
+            400,
+            "invalid_query",
+        )
+        .await;
     });
 }
