@@ -107,7 +107,14 @@ pub fn python() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("XROLE_MOTO_PYTHON") {
         return Ok(PathBuf::from(p));
     }
-    let p = workspace_root().join(".venv/bin/python");
+    let mut p = workspace_root().join(".venv/bin/python");
+    // A build made from another copy of the tree bakes that copy's path in;
+    // cargo and nextest also pass the running package's directory at run time.
+    if !p.exists()
+        && let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR")
+    {
+        p = PathBuf::from(dir).join("../../.venv/bin/python");
+    }
     if !p.exists() {
         bail!(
             "{} is missing: run `scripts/test` (it creates the virtualenv from requirements-dev.txt) \
