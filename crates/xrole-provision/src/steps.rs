@@ -108,6 +108,19 @@ pub(crate) mod key {
     }
 }
 
+impl ValidPlan {
+    /// The keys of the steps [`Executor::apply`](crate::Executor::apply) runs,
+    /// dependencies first (for progress displays and tests).
+    pub fn create_step_keys(&self) -> Vec<StepKey> {
+        create_steps(self).into_iter().map(|s| s.key).collect()
+    }
+
+    /// The keys of the steps [`Executor::teardown`](crate::Executor::teardown) runs.
+    pub fn teardown_step_keys(&self) -> Vec<StepKey> {
+        teardown_steps(self).into_iter().map(|s| s.key).collect()
+    }
+}
+
 /// The create graph, in a topological order (dependencies first).
 pub(crate) fn create_steps(plan: &ValidPlan) -> Vec<Step> {
     let p = plan.plan();
