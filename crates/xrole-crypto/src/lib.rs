@@ -5,6 +5,8 @@ mod encoding;
 mod error;
 mod external_id;
 mod keyring;
+#[cfg(feature = "kms")]
+pub mod kms;
 pub mod password;
 mod secret;
 mod webhook;
