@@ -4,6 +4,7 @@
 
 use diesel::prelude::*;
 use serde::Serialize;
+use xrole_crypto::{ApiKey, ApiKeyHasher};
 
 use crate::backend::Conn;
 use crate::error::{Error, Result};
@@ -147,6 +148,37 @@ pub fn find_for_auth(conn: &mut Conn, key_id: &str) -> Result<Option<(ApiKeyReco
         Ok((ApiKeyRecord::try_from(r)?, hash))
     })
     .transpose()
+}
+
+/// Authenticates a bearer token: finds its key id, verifies the secret's
+/// keyed hash in constant time, checks the key is neither revoked nor
+/// expired and its owner (if any) is not disabled, and records the use.
+/// `None` for every kind of refusal, so callers answer one 401 for all.
+/// Parse the token with `ApiKey::parse` first: malformed tokens never
+/// reach the database.
+pub fn authenticate(
+    conn: &mut Conn,
+    hasher: &ApiKeyHasher,
+    token: &ApiKey,
+    now_ms: i64,
+) -> Result<Option<ApiKeyRecord>> {
+    let Some((record, stored)) = find_for_auth(conn, token.key_id())? else {
+        return Ok(None);
+    };
+    if !hasher.verify(token, &stored) || !record.is_usable(now_ms) {
+        return Ok(None);
+    }
+    if let Some(owner) = record.owner {
+        let user = crate::users::get(conn, record.org_id, owner)?;
+        if user.disabled {
+            return Ok(None);
+        }
+    }
+    touch(conn, record.org_id, record.id, now_ms)?;
+    Ok(Some(ApiKeyRecord {
+        last_used_ms: Some(now_ms),
+        ..record
+    }))
 }
 
 /// Records a successful use.

@@ -270,3 +270,57 @@ pub(crate) fn next_runnable_job(conn: &mut Conn, now_ms: i64) -> Result<Option<S
         Conn::Pg(c) => q.for_update().skip_locked().first::<String>(c).optional()?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_choose_the_backend() {
+        let pg = "postgres://u@127.0.0.1:5432/x";
+        assert_eq!(parse_url(pg).unwrap(), (Backend::Postgres, pg.to_owned()));
+        assert_eq!(parse_url("postgresql://h/x").unwrap().0, Backend::Postgres);
+        assert_eq!(
+            parse_url("sqlite:///var/lib/xrole.db").unwrap(),
+            (Backend::Sqlite, "/var/lib/xrole.db".to_owned())
+        );
+        assert_eq!(
+            parse_url("sqlite://xrole.db").unwrap(),
+            (Backend::Sqlite, "xrole.db".to_owned())
+        );
+        assert_eq!(
+            parse_url("sqlite:xrole.db").unwrap(),
+            (Backend::Sqlite, "xrole.db".to_owned())
+        );
+        assert_eq!(
+            parse_url("/tmp/x.db").unwrap(),
+            (Backend::Sqlite, "/tmp/x.db".to_owned())
+        );
+        for bad in ["", "sqlite://", "mysql://h/x"] {
+            assert!(
+                matches!(parse_url(bad), Err(Error::UnsupportedUrl)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn write_transactions_nest_on_sqlite() {
+        use diesel::RunQueryDsl;
+        let mut conn = connect(":memory:").unwrap();
+        run_migrations(&mut conn).unwrap();
+        let r: Result<(), Error> = write_transaction(&mut conn, |c| {
+            diesel::sql_query("INSERT INTO seen_webhook_ids VALUES ('a', 1)").execute(c)?;
+            // The inner failure rolls back to its savepoint only.
+            let inner: Result<(), Error> = write_transaction(c, |c| {
+                diesel::sql_query("INSERT INTO seen_webhook_ids VALUES ('b', 1)").execute(c)?;
+                Err(Error::NotFound)
+            });
+            assert!(inner.is_err());
+            Ok(())
+        });
+        r.unwrap();
+        assert!(crate::webhooks::is_seen(&mut conn, "a").unwrap());
+        assert!(!crate::webhooks::is_seen(&mut conn, "b").unwrap());
+    }
+}

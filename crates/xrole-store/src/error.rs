@@ -12,6 +12,11 @@ pub enum Error {
     /// (`email`, `key_id`, `external_id`, `aws_id`, …).
     #[error("duplicate {0}")]
     Duplicate(&'static str),
+    /// A delete was refused because other rows still refer to the row (jobs
+    /// or resources of a link, children of a resource, audit history of an
+    /// organization); the field names the row's kind.
+    #[error("{0} is still referred to")]
+    InUse(&'static str),
     /// A value did not parse as the named type.
     #[error("invalid {kind}")]
     Invalid {
@@ -52,6 +57,18 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Maps a foreign-key violation to [`Error::InUse`]; any other database
+    /// error passes through unchanged.
+    pub(crate) fn in_use_as(what: &'static str) -> impl FnOnce(diesel::result::Error) -> Error {
+        move |e| match e {
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            ) => Error::InUse(what),
+            other => Error::Database(other),
+        }
+    }
+
     /// Maps a unique-constraint violation to [`Error::Duplicate`]; any other
     /// database error passes through unchanged.
     pub(crate) fn duplicate_as(what: &'static str) -> impl FnOnce(diesel::result::Error) -> Error {

@@ -393,10 +393,12 @@ pub fn record_verification(
     updated(conn, n, org, id)
 }
 
-/// Deletes a link of `org`. Refused by the database while jobs or
+/// Deletes a link of `org`. [`Error::InUse`]`("link")` while jobs or
 /// resources refer to it (disconnect it instead).
 pub fn delete(conn: &mut Conn, org: OrgId, id: LinkId) -> Result<()> {
-    let n = diesel::delete(one_link!(org, id)).execute(conn)?;
+    let n = diesel::delete(one_link!(org, id))
+        .execute(conn)
+        .map_err(Error::in_use_as("link"))?;
     if n == 0 {
         return Err(Error::NotFound);
     }

@@ -80,9 +80,11 @@ pub fn rename(conn: &mut Conn, org: OrgId, name: &str, now_ms: i64) -> Result<Or
 
 /// Deletes an organization and, by cascade, its users, keys, links, jobs,
 /// resources and idempotency records. An organization with audit history is
-/// kept (audit events are never deleted): that answers a database error.
+/// kept (audit events are never deleted): [`Error::InUse`]`("organization")`.
 pub fn delete(conn: &mut Conn, org: OrgId) -> Result<()> {
-    let n = diesel::delete(o::organizations.find(org.to_string())).execute(conn)?;
+    let n = diesel::delete(o::organizations.find(org.to_string()))
+        .execute(conn)
+        .map_err(Error::in_use_as("organization"))?;
     if n == 0 {
         return Err(Error::NotFound);
     }

@@ -209,15 +209,16 @@ pub fn set_tags(
     get(conn, org, id)
 }
 
-/// Deletes the record of a resource of `org` (children first: a parent
-/// with children is refused by the database).
+/// Deletes the record of a resource of `org`. Children go first: a parent
+/// with children answers [`Error::InUse`]`("resource")`.
 pub fn delete(conn: &mut Conn, org: OrgId, id: ResourceId) -> Result<()> {
     let n = diesel::delete(
         r::resources
             .filter(r::org_id.eq(org.to_string()))
             .filter(r::id.eq(id.to_string())),
     )
-    .execute(conn)?;
+    .execute(conn)
+    .map_err(Error::in_use_as("resource"))?;
     if n == 0 {
         return Err(Error::NotFound);
     }

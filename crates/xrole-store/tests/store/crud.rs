@@ -849,3 +849,216 @@ fn idempotency_job_and_audit_commit_or_roll_back_together() {
         Ok(())
     });
 }
+
+#[test]
+fn api_key_authentication() {
+    each_backend(|_, conn| {
+        let org = org(conn, "acme");
+        let keyring = Keyring::generate()?;
+        let hasher = keyring.api_key_hasher();
+        let email: Email = "bot@example.com".parse()?;
+        let owner = users::create(
+            conn,
+            org,
+            &NewUser {
+                email: &email,
+                display_name: "Bot",
+                role: UserRole::Member,
+                password_hash: None,
+            },
+            T0,
+        )?;
+        let token = ApiKey::generate();
+        let new = api_keys::NewApiKey {
+            key_id: token.key_id(),
+            key_hash: &hasher.hash(&token),
+            name: "bot",
+            owner: Some(owner.id),
+            expires_ms: Some(T0 + 100),
+        };
+        let key = api_keys::create(conn, org, &new, T0)?;
+        let ok = api_keys::authenticate(conn, &hasher, &token, T0 + 1)?.unwrap();
+        assert_eq!((ok.id, ok.last_used_ms), (key.id, Some(T0 + 1)));
+        // An unknown token, and the right key id hashed under another pepper.
+        let forged = ApiKey::generate();
+        assert!(api_keys::authenticate(conn, &hasher, &forged, T0 + 1)?.is_none());
+        assert!(
+            api_keys::authenticate(conn, &Keyring::generate()?.api_key_hasher(), &token, T0 + 1)?
+                .is_none()
+        );
+        assert!(
+            api_keys::authenticate(conn, &hasher, &token, T0 + 100)?.is_none(),
+            "expired"
+        );
+        users::update(
+            conn,
+            org,
+            owner.id,
+            &UserChanges {
+                disabled: Some(true),
+                ..Default::default()
+            },
+            T0 + 2,
+        )?;
+        assert!(
+            api_keys::authenticate(conn, &hasher, &token, T0 + 3)?.is_none(),
+            "owner disabled"
+        );
+        users::update(
+            conn,
+            org,
+            owner.id,
+            &UserChanges {
+                disabled: Some(false),
+                ..Default::default()
+            },
+            T0 + 4,
+        )?;
+        api_keys::revoke(conn, org, key.id, T0 + 5)?;
+        assert!(
+            api_keys::authenticate(conn, &hasher, &token, T0 + 6)?.is_none(),
+            "revoked"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    each_backend(|_, conn| {
+        let org = org(conn, "acme");
+        let keyring = Keyring::generate()?;
+        let external_id = ExternalId::generate();
+        let secret = WebhookSecret::generate();
+        let new = NewLink {
+            name: "n",
+            aws_account_id: "111122223333",
+            access_level: AccessLevel::ReadOnly,
+            external_id: &external_id,
+            callback_secret: &secret,
+            callback_secret_expires_ms: T0,
+        };
+        let link = links::create(conn, &keyring, org, &new, T0)?;
+        let dup = links::create(conn, &keyring, org, &new, T0).unwrap_err();
+        let wrong_key =
+            links::reveal_callback_secret(conn, &Keyring::generate()?, org, link.id).unwrap_err();
+        let shown = format!("{new:?} {link:?} {dup:?} {dup} {wrong_key:?} {wrong_key} {conn:?}");
+        let random_part = &secret.expose_secret()["whsec_".len()..];
+        assert!(!shown.contains(external_id.as_str()), "{shown}");
+        assert!(!shown.contains(random_part), "{shown}");
+        Ok(())
+    });
+}
+
+#[test]
+fn deletes_of_referenced_rows_answer_in_use() {
+    each_backend(|_, conn| {
+        let org = org(conn, "acme");
+        let keyring = Keyring::generate()?;
+        let (link, _, _) = new_link(conn, &keyring, org, "prod");
+        jobs::enqueue(
+            conn,
+            org,
+            &NewJob {
+                link: Some(link),
+                kind: "k",
+                payload: &json!({}),
+                max_attempts: 1,
+            },
+            T0,
+        )?;
+        assert!(matches!(
+            links::delete(conn, org, link),
+            Err(Error::InUse("link"))
+        ));
+        let tags = BTreeMap::new();
+        let parent = resources::create(
+            conn,
+            org,
+            &NewResource {
+                link,
+                job: None,
+                kind: "vpc",
+                aws_id: "vpc-1",
+                region: "r",
+                parent: None,
+                state: ResourceState::Available,
+                tags: &tags,
+            },
+            T0,
+        )?;
+        resources::create(
+            conn,
+            org,
+            &NewResource {
+                link,
+                job: None,
+                kind: "subnet",
+                aws_id: "subnet-1",
+                region: "r",
+                parent: Some(parent.id),
+                state: ResourceState::Available,
+                tags: &tags,
+            },
+            T0,
+        )?;
+        assert!(matches!(
+            resources::delete(conn, org, parent.id),
+            Err(Error::InUse("resource"))
+        ));
+        audit::append(
+            conn,
+            org,
+            &audit::NewAuditEvent {
+                actor: "system",
+                action: "x",
+                target: None,
+                request_id: None,
+                source_ip: None,
+                details: json!({}),
+            },
+            T0,
+        )?;
+        assert!(matches!(
+            orgs::delete(conn, org),
+            Err(Error::InUse("organization"))
+        ));
+        Ok(())
+    });
+}
+
+#[test]
+fn sqlite_connections_use_wal_busy_timeout_and_foreign_keys() {
+    use diesel::sql_types::{BigInt, Text};
+    #[derive(diesel::QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = Text)]
+        journal_mode: String,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Num {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let db = xrole_testkit::TestDb::sqlite().unwrap();
+    let bare_path = db.sqlite_path().unwrap().display().to_string();
+    for url in [db.url().to_owned(), bare_path] {
+        let pool = xrole_store::pool(&url, 2).unwrap();
+        let mut conn = pool.get().unwrap();
+        xrole_store::run_migrations(&mut conn).unwrap();
+        let mode: Mode = diesel::sql_query("PRAGMA journal_mode")
+            .get_result(&mut *conn)
+            .unwrap();
+        assert_eq!(mode.journal_mode, "wal");
+        let fk: Num = diesel::sql_query("SELECT foreign_keys AS n FROM pragma_foreign_keys")
+            .get_result(&mut *conn)
+            .unwrap();
+        assert_eq!(fk.n, 1);
+        let busy: Num = diesel::sql_query("SELECT timeout AS n FROM pragma_busy_timeout")
+            .get_result(&mut *conn)
+            .unwrap();
+        assert_eq!(busy.n, 10_000);
+        assert_eq!(conn.backend(), xrole_store::Backend::Sqlite);
+    }
+    assert!(db.sqlite_path().unwrap().exists());
+}
