@@ -736,7 +736,7 @@ async fn delete_and_update_succeed_while_the_saas_is_down() {
         let receiver = Receiver::start().await;
         let (_, text) = new_secret();
         let ev = event(kind, &receiver, &down, &text, Some(&physical));
-        let run = run_lambda(&ev, "2").await;
+        let run = run_lambda(&ev, "4").await;
         // More than one attempt: connection errors are retried within the window.
         let attempts = run.output.matches("callback attempt").count();
         assert!(attempts >= 2, "{kind}: {}", run.output);
@@ -763,7 +763,7 @@ async fn delete_succeeds_while_the_saas_answers_500() {
         &text,
         Some(&physical),
     );
-    let run = run_lambda(&ev, "2").await;
+    let run = run_lambda(&ev, "4").await;
     assert!(receiver.requests("/callback").len() >= 2, "{}", run.output);
     assert_cfn_answer(&receiver.cfn_answer(), &ev, "SUCCESS");
 }
