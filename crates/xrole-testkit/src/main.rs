@@ -22,14 +22,18 @@ enum Command {
         /// Where to listen; port 0 picks a free port (printed on start).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Milliseconds added to every call (closer to a real network).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Gate { upstream, listen } => {
+        Command::Gate { upstream, listen, delay_ms } => {
             let gate = xrole_testkit::Gate::start(&upstream, listen).await?;
+            gate.control().delay(None, std::time::Duration::from_millis(delay_ms));
             println!(
                 "xrole gate listening on {} (upstream {upstream})",
                 gate.endpoint()
