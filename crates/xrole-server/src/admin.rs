@@ -2,7 +2,7 @@
 //! creating an organization from the command line.
 
 use diesel::prelude::*;
-use xrole_crypto::{Aad, Keyring};
+use xrole_crypto::Keyring;
 use xrole_store::Conn;
 
 use crate::error::ApiError;
@@ -19,101 +19,116 @@ pub fn migrate(database_url: &str) -> Result<Vec<String>, StartError> {
 /// Progress of [`reseal_all`], reported after every batch.
 #[derive(Debug, Clone, Copy)]
 pub struct ResealProgress {
-    /// `table.column` being re-sealed.
+    /// What is being re-sealed.
     pub column: &'static str,
-    /// Rows examined so far in this column.
+    /// Rows examined so far.
     pub done: u64,
-    /// Rows in this column.
+    /// Rows to examine.
     pub total: u64,
 }
 
-/// Every sealed column: (table, column). The AAD of a value is
-/// `xrole/v1|<table>|<column>|<org_id>|<row_id>`.
-pub const SEALED_COLUMNS: &[(&str, &str)] = &[
-    ("aws_account_links", "external_id_sealed"),
-    ("aws_account_links", "callback_secret_sealed"),
-];
+const BATCH: u32 = 500;
 
-const BATCH: i64 = 500;
-
-/// Re-seals every sealed value that is not under the keyring's primary key,
-/// in batches of one transaction each, so an interrupted run resumes where it
-/// stopped. Returns how many values were re-sealed.
+/// Re-seals every sealed value not under the keyring's primary key: the
+/// AWS account links' External IDs and callback secrets (the store's
+/// [`xrole_store::links::reseal_all`]) and the stored idempotent responses
+/// (sealed by this server). Batches of one transaction each, so an
+/// interrupted run resumes where it stopped. Returns how many values were
+/// re-sealed.
 pub fn reseal_all(
     database_url: &str,
     keyring: &Keyring,
     mut progress: impl FnMut(ResealProgress),
 ) -> Result<u64, StartError> {
-    use xrole_store::schema::aws_account_links::dsl as l;
     let mut conn = xrole_store::connect(database_url)?;
     xrole_store::run_migrations(&mut conn)?;
-    let total: i64 = l::aws_account_links
+    let links = xrole_store::links::reseal_all(&mut conn, keyring, BATCH, |done, total| {
+        progress(ResealProgress {
+            column: "aws_account_links",
+            done,
+            total,
+        })
+    })?;
+    let responses = reseal_idempotent_responses(&mut conn, keyring, &mut progress)?;
+    Ok(links.resealed + responses)
+}
+
+fn reseal_idempotent_responses(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    progress: &mut impl FnMut(ResealProgress),
+) -> Result<u64, StartError> {
+    use xrole_store::schema::idempotency_records::dsl as i;
+    type Rec = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<Vec<u8>>,
+    );
+    let column = "idempotency_records.response_body";
+    let total: i64 = i::idempotency_records
+        .filter(i::response_body.is_not_null())
         .count()
-        .get_result(&mut conn)
+        .get_result(conn)
         .map_err(xrole_store::Error::from)?;
     let total = u64::try_from(total).unwrap_or(0);
-    let mut resealed = 0u64;
-    for (which, &(table, column)) in SEALED_COLUMNS.iter().enumerate() {
-        let label = if which == 0 {
-            "aws_account_links.external_id_sealed"
-        } else {
-            "aws_account_links.callback_secret_sealed"
-        };
-        let mut after = String::new();
-        let mut done = 0u64;
-        loop {
-            let n = xrole_store::write_transaction(&mut conn, |conn: &mut Conn| {
-                let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> = l::aws_account_links
-                    .select((
-                        l::id,
-                        l::org_id,
-                        l::external_id_sealed,
-                        l::callback_secret_sealed,
-                    ))
-                    .filter(l::id.gt(&after))
-                    .order(l::id.asc())
-                    .limit(BATCH)
-                    .load(conn)?;
-                let mut changed = 0u64;
-                for (id, org, ext, cb) in &rows {
-                    let blob = if which == 0 { ext } else { cb };
-                    if !keyring.needs_reseal(blob) {
-                        continue;
-                    }
-                    let aad = Aad::new(table, column, org, id);
-                    let new = keyring.reseal(blob, &aad).map_err(ResealError::Crypto)?;
-                    let target = l::aws_account_links.find(id);
-                    if which == 0 {
-                        diesel::update(target)
-                            .set(l::external_id_sealed.eq(new))
-                            .execute(conn)?;
-                    } else {
-                        diesel::update(target)
-                            .set(l::callback_secret_sealed.eq(new))
-                            .execute(conn)?;
-                    }
-                    changed += 1;
+    let (mut after, mut done, mut resealed) = (String::new(), 0u64, 0u64);
+    progress(ResealProgress {
+        column,
+        done,
+        total,
+    });
+    loop {
+        let batch = xrole_store::write_transaction(conn, |conn: &mut Conn| {
+            let rows: Vec<Rec> = i::idempotency_records
+                .select((
+                    i::id,
+                    i::org_id,
+                    i::principal,
+                    i::method,
+                    i::route,
+                    i::idempotency_key,
+                    i::response_body,
+                ))
+                .filter(i::response_body.is_not_null())
+                .filter(i::id.gt(&after))
+                .order(i::id.asc())
+                .limit(i64::from(BATCH))
+                .load(conn)?;
+            let mut changed = 0u64;
+            for (id, org, principal, method, route, key, body) in &rows {
+                let Some(blob) = body else { continue };
+                if !keyring.needs_reseal(blob) {
+                    continue;
                 }
-                Ok::<_, ResealError>((rows.len(), rows.last().map(|r| r.0.clone()), changed))
-            });
-            let (seen, last, changed) = n.map_err(|e| match e {
-                ResealError::Crypto(c) => StartError::Keyring(c),
-                ResealError::Db(d) => StartError::Store(d.into()),
-            })?;
-            resealed += changed;
-            done += seen as u64;
-            progress(ResealProgress {
-                column: label,
-                done,
-                total,
-            });
-            match last {
-                Some(id) if seen as i64 == BATCH => after = id,
-                _ => break,
+                let aad = crate::idempotency::aad(org, principal, method, route, key);
+                let new = keyring.reseal(blob, &aad).map_err(ResealError::Crypto)?;
+                diesel::update(i::idempotency_records.find(id))
+                    .set(i::response_body.eq(Some(new)))
+                    .execute(conn)?;
+                changed += 1;
             }
+            Ok::<_, ResealError>((rows.len() as u64, rows.last().map(|r| r.0.clone()), changed))
+        });
+        let (seen, last, changed) = batch.map_err(|e| match e {
+            ResealError::Crypto(c) => StartError::Keyring(c),
+            ResealError::Db(d) => StartError::Store(d.into()),
+        })?;
+        resealed += changed;
+        done += seen;
+        progress(ResealProgress {
+            column,
+            done,
+            total,
+        });
+        match last {
+            Some(id) if seen == u64::from(BATCH) => after = id,
+            _ => return Ok(resealed),
         }
     }
-    Ok(resealed)
 }
 
 #[derive(Debug)]

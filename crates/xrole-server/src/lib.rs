@@ -61,10 +61,12 @@ pub fn open_state(
     keyring: Arc<xrole_crypto::Keyring>,
     clock: Arc<dyn Clock>,
 ) -> Result<AppState, StartError> {
-    let pool = xrole_store::pool(&config.database_url, pool_size(&config.database_url))?;
-    let mut conn = pool.get().map_err(xrole_store::Error::from)?;
+    // Migrate on one connection first: a fresh SQLite file switches to WAL
+    // there, before the pool opens its connections all at once.
+    let mut conn = xrole_store::connect(&config.database_url)?;
     xrole_store::run_migrations(&mut conn)?;
     drop(conn);
+    let pool = xrole_store::pool(&config.database_url, pool_size(&config.database_url))?;
     Ok(AppState::new(config, pool, keyring, clock))
 }
 

@@ -251,7 +251,7 @@ fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
 fn reseal(database_url: &str, keyring: &Keyring) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     let total = admin::reseal_all(database_url, keyring, |p| {
-        let _ = writeln!(out, "{}: {}/{} re-sealed", p.column, p.done, p.total);
+        let _ = writeln!(out, "{}: {}/{} rows checked", p.column, p.done, p.total);
     })?;
     println!(
         "re-sealed {total} value(s) under key {}",

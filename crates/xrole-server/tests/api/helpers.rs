@@ -138,6 +138,11 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// The database URL the server uses.
+    pub fn db_url(&self) -> String {
+        self._db.url().to_owned()
+    }
+
     /// Remembers a value that must never appear in a log line.
     pub fn secret(&self, s: &str) {
         self.secrets.lock().unwrap().push(s.to_owned());

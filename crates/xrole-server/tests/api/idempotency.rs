@@ -314,3 +314,57 @@ async fn required_key_missing_is_400() {
         assert_eq!(res.status(), 202);
     }
 }
+
+#[tokio::test]
+async fn key_rotation_reseals_stored_responses() {
+    each_db!(|app| {
+        let org = app.create_org("Acme").await;
+        let body = json!({"email": "bob@acme.example.com", "role": "member"});
+        let first = post_with_key(&app, &org.admin_key, "rotate", &body)
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        // Rotate: a copy of the server's keyring with a new primary key.
+        let mut rotated =
+            xrole_crypto::Keyring::parse(app.state.keyring.to_text().expose_secret()).unwrap();
+        let old = rotated.primary_key_id();
+        let new = rotated.add_key().unwrap();
+        rotated.promote(new).unwrap();
+        let url = app.db_url();
+        let mut seen = Vec::new();
+        let n = xrole_server::admin::reseal_all(&url, &rotated, |p| {
+            seen.push((p.column, p.done, p.total))
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        assert!(
+            seen.contains(&("idempotency_records.response_body", 1, 1)),
+            "{seen:?}"
+        );
+        // Everything is now under the new key: retiring the old one loses nothing.
+        rotated.retire(old).unwrap();
+        let state = app.state.clone();
+        let blobs: Vec<Vec<u8>> = state
+            .db(|conn| {
+                use diesel::prelude::*;
+                use xrole_store::schema::idempotency_records::dsl as i;
+                Ok(i::idempotency_records
+                    .select(i::response_body)
+                    .load::<Option<Vec<u8>>>(conn)?
+                    .into_iter()
+                    .flatten()
+                    .collect())
+            })
+            .await
+            .unwrap();
+        assert_eq!(blobs.len(), 1);
+        assert!(!rotated.needs_reseal(&blobs[0]));
+        // A second run has nothing left to do.
+        assert_eq!(
+            xrole_server::admin::reseal_all(&url, &rotated, |_| {}).unwrap(),
+            0
+        );
+        let _ = first;
+    });
+}
