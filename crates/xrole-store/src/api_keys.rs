@@ -225,6 +225,20 @@ pub fn revoke(conn: &mut Conn, org: OrgId, id: ApiKeyId, now_ms: i64) -> Result<
     get(conn, org, id)
 }
 
+/// Revokes every unrevoked key `user` of `org` owns (a user removed or
+/// disabled); returns how many. One statement, so it joins the caller's
+/// transaction.
+pub fn revoke_all_of_user(conn: &mut Conn, org: OrgId, user: UserId, now_ms: i64) -> Result<usize> {
+    Ok(diesel::update(
+        k::api_keys
+            .filter(k::org_id.eq(org.to_string()))
+            .filter(k::owner_user_id.eq(user.to_string()))
+            .filter(k::revoked_ms.is_null()),
+    )
+    .set(k::revoked_ms.eq(now_ms))
+    .execute(conn)?)
+}
+
 /// Deletes a key of `org`.
 pub fn delete(conn: &mut Conn, org: OrgId, id: ApiKeyId) -> Result<()> {
     let n = diesel::delete(

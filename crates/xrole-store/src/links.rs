@@ -93,6 +93,32 @@ pub struct StackReport<'a> {
     pub region: &'a str,
 }
 
+/// Changes [`update`] applies; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkChanges<'a> {
+    /// New label.
+    pub name: Option<&'a str>,
+    /// The AWS account (12 digits, checked by the caller).
+    pub aws_account_id: Option<&'a str>,
+    /// The role ARN (a role linked by hand, without a callback).
+    pub role_arn: Option<&'a str>,
+    /// The region.
+    pub region: Option<&'a str>,
+    /// The permission set.
+    pub access_level: Option<AccessLevel>,
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = crate::schema::aws_account_links)]
+struct ChangeRow<'a> {
+    name: Option<&'a str>,
+    aws_account_id: Option<&'a str>,
+    role_arn: Option<Option<&'a str>>,
+    region: Option<Option<&'a str>>,
+    access_level: Option<&'static str>,
+    updated_ms: i64,
+}
+
 /// The outcome of a verification, for [`record_verification`].
 #[derive(Debug, Clone, Copy)]
 pub struct Verification<'a> {
@@ -336,6 +362,26 @@ pub fn rename(conn: &mut Conn, org: OrgId, id: LinkId, name: &str, now_ms: i64) 
     let n = diesel::update(one_link!(org, id))
         .set((l::name.eq(name), l::updated_ms.eq(now_ms)))
         .execute(conn)?;
+    updated(conn, n, org, id)
+}
+
+/// Applies `changes` to a link of `org` (the sealed columns never change).
+pub fn update(
+    conn: &mut Conn,
+    org: OrgId,
+    id: LinkId,
+    changes: &LinkChanges<'_>,
+    now_ms: i64,
+) -> Result<Link> {
+    let set = ChangeRow {
+        name: changes.name,
+        aws_account_id: changes.aws_account_id,
+        role_arn: changes.role_arn.map(Some),
+        region: changes.region.map(Some),
+        access_level: changes.access_level.map(|a| a.as_str()),
+        updated_ms: now_ms,
+    };
+    let n = diesel::update(one_link!(org, id)).set(&set).execute(conn)?;
     updated(conn, n, org, id)
 }
 

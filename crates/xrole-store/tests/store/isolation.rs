@@ -152,6 +152,7 @@ fn org_b_never_reads_or_changes_org_a_rows() {
         not_found(api_keys::rename(conn, b, key.id, "stolen"));
         not_found(api_keys::revoke(conn, b, key.id, T0 + 1));
         not_found(api_keys::delete(conn, b, key.id));
+        assert_eq!(api_keys::revoke_all_of_user(conn, b, user.id, T0 + 1)?, 0);
         assert!(api_keys::list(conn, b, &page)?.items.is_empty());
         // links
         not_found(links::get(conn, b, link));
@@ -159,6 +160,16 @@ fn org_b_never_reads_or_changes_org_a_rows() {
         not_found(links::reveal_callback_secret(conn, &keyring, b, link));
         not_found(links::find_by_external_id(conn, &keyring, b, &external_id));
         not_found(links::rename(conn, b, link, "stolen", T0 + 1));
+        not_found(links::update(
+            conn,
+            b,
+            link,
+            &links::LinkChanges {
+                aws_account_id: Some("999999999999"),
+                ..Default::default()
+            },
+            T0 + 1,
+        ));
         not_found(links::record_stack(
             conn,
             b,
@@ -190,6 +201,7 @@ fn org_b_never_reads_or_changes_org_a_rows() {
         ));
         not_found(links::delete(conn, b, link));
         assert!(links::list(conn, b, &page)?.items.is_empty());
+        assert_eq!(links::org_of_link(conn, link)?, Some(a));
         // jobs and steps
         not_found(jobs::enqueue(
             conn,
