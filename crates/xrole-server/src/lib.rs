@@ -8,6 +8,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod idempotency;
+pub mod journal;
+pub mod link_flow;
 pub mod metrics;
 pub mod openapi;
 pub mod pagination;
@@ -15,6 +17,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod timefmt;
+pub mod worker;
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -41,6 +41,16 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Run job workers only (no HTTP API), next to `xrole serve` replicas
+    /// on the same database.
+    Worker {
+        /// Database URL (overrides XROLE_DATABASE_URL).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// How many workers (overrides XROLE_WORKERS).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Manage the keyring that seals secrets at rest.
     Keys {
         #[command(subcommand)]
@@ -111,6 +121,18 @@ async fn main() -> anyhow::Result<()> {
             }
             serve(config, dev).await
         }
+        Command::Worker {
+            database_url,
+            workers,
+        } => {
+            if let Some(u) = database_url {
+                config.database_url = u;
+            }
+            if let Some(n) = workers {
+                config.workers = n;
+            }
+            worker(config).await
+        }
         Command::Migrate => {
             let applied = admin::migrate(&config.database_url)?;
             if applied.is_empty() {
@@ -177,8 +199,32 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
     let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
     tracing::info!(%listen, %database, "xrole listening");
     // actix stops accepting on SIGTERM/SIGINT and drains in-flight requests.
+    let aws = xrole_server::link_flow::AwsRuntime::from_environment().await?;
+    let _ = state.aws.set(aws.clone());
+    let workers = xrole_server::worker::WorkerPool::spawn(state.clone(), aws, state.config.workers);
+    tracing::info!(workers = state.config.workers, "job workers started");
     xrole_server::run(listener, state)?.await?;
+    workers.shutdown().await;
     tracing::info!("xrole stopped");
+    Ok(())
+}
+
+/// `xrole worker`: job workers until SIGTERM/SIGINT.
+async fn worker(config: Config) -> anyhow::Result<()> {
+    let (keyring, _) = config::load_keyring(config.keyring.as_ref(), false)?;
+    let count = config.workers.max(1);
+    let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
+    let aws = xrole_server::link_flow::AwsRuntime::from_environment().await?;
+    let _ = state.aws.set(aws.clone());
+    let workers = xrole_server::worker::WorkerPool::spawn(state, aws, count);
+    tracing::info!(workers = count, "xrole worker running");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping: letting running jobs finish");
+    workers.shutdown().await;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{api_keys, audit, health, organizations, sessions, users};
+use crate::routes::{aws_accounts, callbacks, cloudformation, jobs, resources};
 
 /// The document's root.
 #[derive(Debug, OpenApi)]
@@ -31,6 +32,22 @@ use crate::routes::{api_keys, audit, health, organizations, sessions, users};
         api_keys::list,
         api_keys::revoke,
         audit::list,
+        aws_accounts::create,
+        aws_accounts::list,
+        aws_accounts::get,
+        aws_accounts::delete,
+        aws_accounts::set_role,
+        aws_accounts::verify,
+        aws_accounts::create_vpc,
+        aws_accounts::create_instances,
+        aws_accounts::create_database,
+        aws_accounts::list_resources,
+        callbacks::cloudformation,
+        resources::get,
+        resources::delete,
+        jobs::list,
+        jobs::get,
+        cloudformation::template,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth),
@@ -41,6 +58,9 @@ use crate::routes::{api_keys, audit, health, organizations, sessions, users};
         (name = "sessions", description = "Password login"),
         (name = "api-keys", description = "Bearer credentials"),
         (name = "audit", description = "The audit trail"),
+        (name = "aws-accounts", description = "Links to customers' AWS accounts, and provisioning in them"),
+        (name = "resources", description = "AWS resources xrole made"),
+        (name = "jobs", description = "Provisioning, teardown and verification jobs"),
     )
 )]
 pub struct ApiDoc;

@@ -33,6 +33,9 @@ pub struct Inner {
     pub limiter: RateLimiter,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The AWS side (broker, SaaS principal), set once at start-up; routes
+    /// that need it answer 503 until then.
+    pub aws: std::sync::OnceLock<Arc<crate::link_flow::AwsRuntime>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -71,6 +74,7 @@ impl AppState {
             clock,
             limiter,
             metrics: Metrics::default(),
+            aws: std::sync::OnceLock::new(),
         }))
     }
 

@@ -13,9 +13,14 @@ use crate::error::method_not_allowed;
 
 pub mod api_keys;
 pub mod audit;
+pub mod aws_accounts;
+pub mod callbacks;
+pub mod cloudformation;
 pub mod health;
+pub mod jobs;
 pub mod models;
 pub mod organizations;
+pub mod resources;
 pub mod sessions;
 pub mod users;
 
@@ -64,6 +69,48 @@ pub fn table() -> Vec<RouteDef> {
             r.to(api_keys::revoke)
         }),
         def(Method::GET, "/v1/audit-events", |r| r.to(audit::list)),
+        def(Method::POST, "/v1/aws-accounts", |r| {
+            r.to(aws_accounts::create)
+        }),
+        def(Method::GET, "/v1/aws-accounts", |r| {
+            r.to(aws_accounts::list)
+        }),
+        def(Method::GET, "/v1/aws-accounts/{id}", |r| {
+            r.to(aws_accounts::get)
+        }),
+        def(Method::DELETE, "/v1/aws-accounts/{id}", |r| {
+            r.to(aws_accounts::delete)
+        }),
+        def(Method::PUT, "/v1/aws-accounts/{id}/role", |r| {
+            r.to(aws_accounts::set_role)
+        }),
+        def(Method::POST, "/v1/aws-accounts/{id}/verify", |r| {
+            r.to(aws_accounts::verify)
+        }),
+        def(Method::POST, "/v1/aws-accounts/{id}/vpcs", |r| {
+            r.to(aws_accounts::create_vpc)
+        }),
+        def(Method::POST, "/v1/aws-accounts/{id}/instances", |r| {
+            r.to(aws_accounts::create_instances)
+        }),
+        def(Method::POST, "/v1/aws-accounts/{id}/databases", |r| {
+            r.to(aws_accounts::create_database)
+        }),
+        def(Method::GET, "/v1/aws-accounts/{id}/resources", |r| {
+            r.to(aws_accounts::list_resources)
+        }),
+        def(Method::POST, "/v1/callbacks/cloudformation", |r| {
+            r.to(callbacks::cloudformation)
+        }),
+        def(Method::GET, "/v1/resources/{id}", |r| r.to(resources::get)),
+        def(Method::DELETE, "/v1/resources/{id}", |r| {
+            r.to(resources::delete)
+        }),
+        def(Method::GET, "/v1/jobs", |r| r.to(jobs::list)),
+        def(Method::GET, "/v1/jobs/{id}", |r| r.to(jobs::get)),
+        def(Method::GET, "/v1/cloudformation/xrole-role.yaml", |r| {
+            r.to(cloudformation::template)
+        }),
     ]
 }
 

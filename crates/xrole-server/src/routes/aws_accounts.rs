@@ -1,0 +1,1033 @@
+//! `/v1/aws-accounts`: links to customers' AWS accounts, their verification,
+//! and the provisioning requests made through them.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use xrole_assume::RoleArn;
+use xrole_crypto::{ExternalId, WebhookSecret};
+use xrole_provision::{AMAZON_LINUX_2023_X86_64, CidrBlock, EnvironmentPlan, Error as PlanError};
+use xrole_store::{AccessLevel, Conn, LinkId, LinkState, OrgId, ResourceId, ResourceState};
+
+use crate::audit::{self, RequestInfo};
+use crate::auth::Principal;
+use crate::body::{path_id, query, read_json};
+use crate::error::{ApiError, Problem};
+use crate::idempotency;
+use crate::link_flow::{self, AwsRuntime};
+use crate::pagination::PageQuery;
+use crate::routes::jobs::JobOut;
+use crate::routes::models::Page;
+use crate::routes::organizations::parse_name;
+use crate::routes::resources::ResourceOut;
+use crate::state::AppState;
+use crate::timefmt::format_ms;
+use crate::worker::{self, ProvisionPayload, VerifyPayload};
+
+/// The AWS side of the server, or 503 when it was started without one.
+pub fn aws_runtime(state: &AppState) -> Result<Arc<AwsRuntime>, ApiError> {
+    state.aws.get().cloned().ok_or(ApiError::Unavailable)
+}
+
+/// The server's externally reachable base URL, without a trailing slash.
+pub fn public_base(state: &AppState) -> String {
+    match &state.config.public_url {
+        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+        None => format!("http://{}", state.config.listen),
+    }
+}
+
+/// An AWS account link (never a secret but the External ID, which AWS does
+/// not treat as one).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkOut {
+    /// Its id.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// A label.
+    pub name: String,
+    /// `pending`, `verifying`, `active`, `insecure`, `failed` or `disconnected`.
+    pub state: String,
+    /// The customer's 12-digit account id (learned from the stack when not given).
+    pub aws_account_id: Option<String>,
+    /// The customer's role.
+    pub role_arn: Option<String>,
+    /// `read_only` or `provisioning`.
+    pub access_level: String,
+    /// The region the stack reported (or the one asked for).
+    pub region: Option<String>,
+    /// The External ID the role's trust policy must require.
+    pub external_id: String,
+    /// The CloudFormation stack that reported.
+    pub stack_id: Option<String>,
+    /// The last callback (RFC 3339).
+    pub last_callback_at: Option<String>,
+    /// The last verification (RFC 3339).
+    pub last_verified_at: Option<String>,
+    /// Its result: `verified`, `insecure`, `wrong_account`, `not_assumable`.
+    pub last_verification_result: Option<String>,
+    /// What to do about a failed verification.
+    pub last_error: Option<String>,
+    /// Until when the stack may first report (RFC 3339).
+    pub expires_at: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+}
+
+impl LinkOut {
+    /// From a store link and its External ID.
+    pub fn new(l: &xrole_store::links::Link, external_id: &ExternalId) -> Self {
+        LinkOut {
+            id: l.id.to_string(),
+            name: l.name.clone(),
+            state: l.state.as_str().to_owned(),
+            aws_account_id: Some(l.aws_account_id.clone()).filter(|a| !a.is_empty()),
+            role_arn: l.role_arn.clone(),
+            access_level: l.access_level.as_str().to_owned(),
+            region: l.region.clone(),
+            external_id: external_id.as_str().to_owned(),
+            stack_id: l.stack_id.clone(),
+            last_callback_at: l.last_callback_ms.map(format_ms),
+            last_verified_at: l.last_verified_ms.map(format_ms),
+            last_verification_result: l.last_verification_result.clone(),
+            last_error: l.last_error.clone(),
+            expires_at: format_ms(l.callback_secret_expires_ms),
+            created_at: format_ms(l.created_ms),
+            updated_at: format_ms(l.updated_ms),
+        }
+    }
+}
+
+/// What the customer needs to deploy the role.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OnboardingOut {
+    /// The CloudFormation console's quick-create link, every parameter filled in.
+    pub quick_create_url: String,
+    /// Where CloudFormation reads the template.
+    pub template_url: String,
+    /// The suggested stack name.
+    pub stack_name: String,
+    /// Every template parameter (for Terraform or the CLI). `CallbackSecret`
+    /// is shown here once and never again.
+    pub parameters: std::collections::BTreeMap<String, String>,
+    /// When the link expires unless a stack reports (RFC 3339, 48 h).
+    pub expires_at: String,
+}
+
+/// A newly created link with its onboarding parameters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedLink {
+    /// The link.
+    #[serde(flatten)]
+    pub link: LinkOut,
+    /// How to deploy the role.
+    pub onboarding: OnboardingOut,
+}
+
+/// `POST /v1/aws-accounts` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLink {
+    /// A label, 1 to 100 characters.
+    pub name: String,
+    /// The customer's account, if known (12 digits); otherwise learned from the stack.
+    pub aws_account_id: Option<String>,
+    /// `read_only` or `provisioning`.
+    pub access_level: String,
+    /// Where the stack goes and resources are made by default (`us-east-1` if absent).
+    pub region: Option<String>,
+}
+
+/// `PUT /v1/aws-accounts/{id}/role` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    /// A role made without the template (Terraform…), trusting the SaaS
+    /// principal with this link's External ID.
+    pub role_arn: String,
+}
+
+/// Checks a region name such as `eu-west-3` or `us-gov-west-1`.
+pub fn parse_region(raw: &str, field: &'static str) -> Result<String, ApiError> {
+    let parts: Vec<&str> = raw.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    if ok && raw.len() <= 32 {
+        Ok(raw.to_owned())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            "not an AWS region name such as us-east-1",
+        ))
+    }
+}
+
+fn parse_access_level(raw: &str) -> Result<AccessLevel, ApiError> {
+    match raw {
+        "read_only" => Ok(AccessLevel::ReadOnly),
+        "provisioning" => Ok(AccessLevel::Provisioning),
+        _ => Err(ApiError::invalid(
+            "access_level",
+            "must be read_only or provisioning",
+        )),
+    }
+}
+
+fn parse_account(raw: &str) -> Result<String, ApiError> {
+    xrole_assume::AwsAccountId::parse(raw)
+        .map(|a| a.as_str().to_owned())
+        .map_err(|_| ApiError::invalid("aws_account_id", "must be 12 digits"))
+}
+
+/// Sets columns the store's link functions do not cover (the account learned
+/// later, a region asked for up front, a role linked by hand).
+pub fn update_link_columns(
+    conn: &mut Conn,
+    org: OrgId,
+    id: LinkId,
+    account: Option<&str>,
+    region: Option<&str>,
+    role_arn: Option<&str>,
+    now: i64,
+) -> Result<(), ApiError> {
+    use diesel::prelude::*;
+    use xrole_store::schema::aws_account_links::dsl as l;
+    macro_rules! target {
+        () => {
+            l::aws_account_links
+                .filter(l::org_id.eq(org.to_string()))
+                .filter(l::id.eq(id.to_string()))
+        };
+    }
+    if let Some(a) = account {
+        diesel::update(target!())
+            .set((l::aws_account_id.eq(a), l::updated_ms.eq(now)))
+            .execute(conn)?;
+    }
+    if let Some(r) = region {
+        diesel::update(target!())
+            .set((l::region.eq(Some(r)), l::updated_ms.eq(now)))
+            .execute(conn)?;
+    }
+    if let Some(r) = role_arn {
+        diesel::update(target!())
+            .set((l::role_arn.eq(Some(r)), l::updated_ms.eq(now)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Queues a verification of `link` (state `verifying`).
+pub fn start_verification(
+    conn: &mut Conn,
+    org: OrgId,
+    link: LinkId,
+    actor: &str,
+    now: i64,
+) -> Result<xrole_store::jobs::Job, ApiError> {
+    xrole_store::links::set_state(conn, org, link, LinkState::Verifying, now)?;
+    let payload = serde_json::to_value(VerifyPayload {
+        actor: actor.to_owned(),
+    })
+    .map_err(ApiError::internal)?;
+    Ok(xrole_store::jobs::enqueue(
+        conn,
+        org,
+        &xrole_store::jobs::NewJob {
+            link: Some(link),
+            kind: worker::KIND_VERIFY,
+            payload: &payload,
+            max_attempts: worker::MAX_ATTEMPTS,
+        },
+        now,
+    )?)
+}
+
+fn link_out(
+    state: &AppState,
+    conn: &mut Conn,
+    org: OrgId,
+    l: &xrole_store::links::Link,
+) -> Result<LinkOut, ApiError> {
+    let ext = xrole_store::links::reveal_external_id(conn, &state.keyring, org, l.id)?;
+    Ok(LinkOut::new(l, &ext))
+}
+
+/// Create a link: a `pending` link, its External ID, and the stack's
+/// parameters with a one-time callback secret.
+#[utoipa::path(post, path = "/v1/aws-accounts", tag = "aws-accounts", request_body = CreateLink,
+    security(("api_key" = [])),
+    params(("Idempotency-Key" = String, Header, description = "Required")),
+    responses((status = 201, body = CreatedLink), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_json::<CreateLink>(&req, payload).await?;
+    let lock = match idempotency::begin(&state, &req, &principal, &body.raw, true).await? {
+        idempotency::Begun::Replay(res) => return Ok(res),
+        idempotency::Begun::Proceed(lock) => lock,
+    };
+    let input = body.value;
+    let result = async {
+        let aws = aws_runtime(&state)?;
+        let name = parse_name(&input.name, "name")?;
+        let access_level = parse_access_level(&input.access_level)?;
+        let account = input
+            .aws_account_id
+            .as_deref()
+            .map(parse_account)
+            .transpose()?;
+        let region = input
+            .region
+            .as_deref()
+            .map(|r| parse_region(r, "region"))
+            .transpose()?;
+        let external_id = ExternalId::try_generate().map_err(ApiError::internal)?;
+        let secret = WebhookSecret::try_generate().map_err(ApiError::internal)?;
+        let now = state.now_ms();
+        let expires = now + link_flow::LINK_TTL_MS;
+        let base = public_base(&state);
+        let template_url = aws
+            .settings
+            .template_url
+            .clone()
+            .unwrap_or_else(|| format!("{base}{}", link_flow::TEMPLATE_PATH));
+        let callback_url = format!("{base}{}", link_flow::CALLBACK_PATH);
+        let info = RequestInfo::from_request(&req);
+        let st = state.get_ref().clone();
+        let lock2 = lock.clone();
+        state
+            .tx(move |conn| {
+                let org = principal.org_id;
+                let new = xrole_store::links::NewLink {
+                    name: &name,
+                    aws_account_id: account.as_deref().unwrap_or(""),
+                    access_level,
+                    external_id: &external_id,
+                    callback_secret: &secret,
+                    callback_secret_expires_ms: expires,
+                };
+                let link = xrole_store::links::create(conn, &st.keyring, org, &new, now)?;
+                update_link_columns(conn, org, link.id, None, region.as_deref(), None, now)?;
+                let link = xrole_store::links::get(conn, org, link.id)?;
+                audit::record(
+                    conn,
+                    org,
+                    &principal.actor(),
+                    "aws_account.created",
+                    Some(format!("aws_account:{}", link.id)),
+                    serde_json::json!({"name": link.name, "access_level": access_level.as_str(),
+                        "aws_account_id": account}),
+                    Some(&info),
+                    now,
+                )?;
+                let o = link_flow::onboarding(
+                    &template_url,
+                    region.as_deref().unwrap_or("us-east-1"),
+                    &link.id.to_string(),
+                    &aws.saas_principal_arn,
+                    &external_id,
+                    access_level,
+                    &callback_url,
+                    secret.expose_secret(),
+                );
+                let out = CreatedLink {
+                    link: LinkOut::new(&link, &external_id),
+                    onboarding: OnboardingOut {
+                        quick_create_url: o.quick_create_url,
+                        template_url: o.template_url,
+                        stack_name: o.stack_name,
+                        parameters: o
+                            .parameters
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect(),
+                        expires_at: format_ms(expires),
+                    },
+                };
+                idempotency::respond(&st, conn, lock2.as_ref(), StatusCode::CREATED, &out)
+            })
+            .await
+    }
+    .await;
+    idempotency::finish(&state, lock, result).await
+}
+
+/// List the organization's links, newest first.
+#[utoipa::path(get, path = "/v1/aws-accounts", tag = "aws-accounts", params(PageQuery),
+    security(("api_key" = [])),
+    responses((status = 200, body = Page<LinkOut>), (status = 401, body = Problem), (status = 422, body = Problem)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let page = query::<PageQuery>(&req)?.to_request()?;
+    let st = state.get_ref().clone();
+    let org = principal.org_id;
+    let out = state
+        .db(move |conn| {
+            let p = xrole_store::links::list(conn, org, &page)?;
+            let data = p
+                .items
+                .iter()
+                .map(|l| link_out(&st, conn, org, l))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Page {
+                data,
+                next_cursor: p.next_cursor.as_ref().map(ToString::to_string),
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(out))
+}
+
+/// One link.
+#[utoipa::path(get, path = "/v1/aws-accounts/{id}", tag = "aws-accounts",
+    params(("id" = String, Path, format = Uuid)), security(("api_key" = [])),
+    responses((status = 200, body = LinkOut), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: LinkId = path_id(&id)?;
+    let st = state.get_ref().clone();
+    let org = principal.org_id;
+    let out = state
+        .db(move |conn| {
+            let l = xrole_store::links::get(conn, org, id)?;
+            link_out(&st, conn, org, &l)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(out))
+}
+
+/// Remove a link: 409 while xrole-managed resources remain in the account.
+/// A link that ran jobs is kept as `disconnected` (its jobs and audit trail
+/// refer to it); otherwise it is deleted.
+#[utoipa::path(delete, path = "/v1/aws-accounts/{id}", tag = "aws-accounts",
+    params(("id" = String, Path, format = Uuid)), security(("api_key" = [])),
+    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem)))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: LinkId = path_id(&id)?;
+    let info = RequestInfo::from_request(&req);
+    let st = state.get_ref().clone();
+    let role = state
+        .tx(move |conn| {
+            let org = principal.org_id;
+            let now = st.now_ms();
+            let link = xrole_store::links::get(conn, org, id)?;
+            let left = xrole_store::resources::list(
+                conn,
+                org,
+                Some(id),
+                &xrole_store::PageRequest::first(1),
+            )?;
+            if !left.items.is_empty() {
+                return Err(ApiError::Conflict {
+                    code: "resources_remain",
+                    detail: "xrole-managed resources remain in this account; delete them first"
+                        .into(),
+                });
+            }
+            let deleted =
+                xrole_store::write_transaction(conn, |c| xrole_store::links::delete(c, org, id));
+            let how = match deleted {
+                Ok(()) => "deleted",
+                Err(xrole_store::Error::NotFound) => return Err(ApiError::NotFound),
+                Err(_) => {
+                    xrole_store::links::set_state(conn, org, id, LinkState::Disconnected, now)?;
+                    "disconnected"
+                }
+            };
+            audit::record(
+                conn,
+                org,
+                &principal.actor(),
+                "aws_account.deleted",
+                Some(format!("aws_account:{id}")),
+                serde_json::json!({"outcome": how}),
+                Some(&info),
+                now,
+            )?;
+            Ok(link.role_arn)
+        })
+        .await?;
+    if let (Some(role), Ok(aws)) = (role, aws_runtime(&state))
+        && let Ok(role) = RoleArn::parse(&role)
+    {
+        aws.broker.invalidate_role(&role);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Link a role made without the template (Terraform, the CLI); starts
+/// verification.
+#[utoipa::path(put, path = "/v1/aws-accounts/{id}/role", tag = "aws-accounts", request_body = SetRole,
+    params(("id" = String, Path, format = Uuid)), security(("api_key" = [])),
+    responses((status = 202, body = JobOut), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn set_role(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: LinkId = path_id(&id)?;
+    let body = read_json::<SetRole>(&req, payload).await?;
+    let role = RoleArn::parse(body.value.role_arn.trim()).map_err(|_| {
+        ApiError::invalid(
+            "role_arn",
+            "not an IAM role ARN such as arn:aws:iam::123456789012:role/xrole",
+        )
+    })?;
+    aws_runtime(&state)?;
+    let info = RequestInfo::from_request(&req);
+    let st = state.get_ref().clone();
+    let out = state
+        .tx(move |conn| {
+            let org = principal.org_id;
+            let now = st.now_ms();
+            let link = xrole_store::links::get(conn, org, id)?;
+            link_flow::check_account(&role, &link.aws_account_id)
+                .map_err(|m| ApiError::invalid("role_arn", m))?;
+            let account = role.account_id();
+            update_link_columns(
+                conn,
+                org,
+                id,
+                Some(account.as_str()),
+                None,
+                Some(role.as_str()),
+                now,
+            )?;
+            let actor = principal.actor().as_string();
+            let job = start_verification(conn, org, id, &actor, now)?;
+            audit::record(
+                conn,
+                org,
+                &principal.actor(),
+                "aws_account.role_set",
+                Some(format!("aws_account:{id}")),
+                serde_json::json!({"role_arn": role.as_str(), "job_id": job.id.to_string()}),
+                Some(&info),
+                now,
+            )?;
+            Ok(JobOut::new(&job, &[]))
+        })
+        .await?;
+    Ok(HttpResponse::Accepted().json(out))
+}
+
+/// Verify the link's role again (AssumeRole with and without the External ID).
+#[utoipa::path(post, path = "/v1/aws-accounts/{id}/verify", tag = "aws-accounts",
+    params(("id" = String, Path, format = Uuid)), security(("api_key" = [])),
+    responses((status = 202, body = JobOut), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem)))]
+pub async fn verify(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: LinkId = path_id(&id)?;
+    aws_runtime(&state)?;
+    let info = RequestInfo::from_request(&req);
+    let st = state.get_ref().clone();
+    let out = state
+        .tx(move |conn| {
+            let org = principal.org_id;
+            let now = st.now_ms();
+            let link = xrole_store::links::get(conn, org, id)?;
+            if link.role_arn.is_none() {
+                return Err(ApiError::Conflict {
+                    code: "no_role",
+                    detail: "no role is linked yet: deploy the stack or PUT the role ARN".into(),
+                });
+            }
+            if link.state == LinkState::Disconnected {
+                return Err(ApiError::Conflict {
+                    code: "link_disconnected",
+                    detail: "the link is disconnected".into(),
+                });
+            }
+            let job = start_verification(conn, org, id, &principal.actor().as_string(), now)?;
+            audit::record(
+                conn,
+                org,
+                &principal.actor(),
+                "aws_account.verify_requested",
+                Some(format!("aws_account:{id}")),
+                serde_json::json!({"job_id": job.id.to_string()}),
+                Some(&info),
+                now,
+            )?;
+            Ok(JobOut::new(&job, &[]))
+        })
+        .await?;
+    Ok(HttpResponse::Accepted().json(out))
+}
+
+// ---------------------------------------------------------------------------
+// Provisioning requests.
+
+/// `POST /v1/aws-accounts/{id}/vpcs` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVpc {
+    /// 1-24 characters of `[a-z0-9-]`, starting with a letter.
+    pub name: String,
+    /// A private IPv4 block, /16 to /28, such as `10.20.0.0/16`.
+    pub cidr_block: String,
+    /// Zones of the region (one public and one private subnet each).
+    pub availability_zones: Vec<String>,
+    /// The region (default: the link's).
+    pub region: Option<String>,
+}
+
+/// `POST /v1/aws-accounts/{id}/instances` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstances {
+    /// 1-24 characters of `[a-z0-9-]`.
+    pub name: String,
+    /// The VPC resource (its xrole id, or its `vpc-…` id).
+    pub vpc_id: String,
+    /// Such as `t3.micro`.
+    pub instance_type: String,
+    /// An AMI id; the latest Amazon Linux 2023 when absent.
+    pub image_id: Option<String>,
+    /// How many, 1-10 (default 1).
+    pub count: Option<u32>,
+}
+
+/// `POST /v1/aws-accounts/{id}/databases` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDatabase {
+    /// 1-20 characters of `[a-z0-9-]`.
+    pub name: String,
+    /// The VPC resource (its xrole id, or its `vpc-…` id).
+    pub vpc_id: String,
+    /// `postgres` or `mysql`.
+    pub engine: String,
+    /// Such as `16.4` (default: a current version of the engine).
+    pub engine_version: Option<String>,
+    /// Such as `db.t3.micro`.
+    pub instance_class: String,
+    /// Storage in GB (20-65536).
+    pub allocated_storage_gb: i32,
+    /// A standby in a second zone.
+    pub multi_az: Option<bool>,
+}
+
+/// The API field a plan problem is about.
+fn api_field(plan_field: &str) -> &'static str {
+    let last = plan_field.rsplit('.').next().unwrap_or(plan_field);
+    let last = last.split('[').next().unwrap_or(last);
+    match last {
+        "cidr" => "cidr_block",
+        "availability_zones" | "subnet_prefix" => "availability_zones",
+        "name" => "name",
+        "instance_type" => "instance_type",
+        "count" => "count",
+        "ami" => "image_id",
+        "engine" => "engine",
+        "engine_version" => "engine_version",
+        "instance_class" => "instance_class",
+        "allocated_storage_gib" => "allocated_storage_gb",
+        "multi_az" => "multi_az",
+        _ => "body",
+    }
+}
+
+/// Validates the plan, answering 422 with the first problem's API field.
+fn validate(plan: &EnvironmentPlan) -> Result<(), ApiError> {
+    match plan.clone().validate() {
+        Ok(_) => Ok(()),
+        Err(PlanError::InvalidPlan { problems }) => {
+            let first = problems.first();
+            Err(ApiError::invalid(
+                first.map_or("body", |p| api_field(&p.field)),
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.field, p.reason))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ))
+        }
+        Err(e) => Err(ApiError::invalid("body", e.to_string())),
+    }
+}
+
+/// The link, if it may be provisioned through.
+fn provisionable(
+    conn: &mut Conn,
+    org: OrgId,
+    id: LinkId,
+) -> Result<xrole_store::links::Link, ApiError> {
+    let link = xrole_store::links::get(conn, org, id)?;
+    if link.state != LinkState::Active {
+        return Err(ApiError::Conflict {
+            code: "link_not_active",
+            detail: format!(
+                "the AWS account link is {}; only active links can provision",
+                link.state
+            ),
+        });
+    }
+    if link.access_level != AccessLevel::Provisioning {
+        return Err(ApiError::Conflict {
+            code: "link_read_only",
+            detail: "the AWS account link has read-only access; create a provisioning link".into(),
+        });
+    }
+    Ok(link)
+}
+
+/// The VPC resource named by `vpc_id` and the plan of the job that built it.
+fn vpc_of(
+    conn: &mut Conn,
+    org: OrgId,
+    link: &xrole_store::links::Link,
+    vpc_id: &str,
+) -> Result<(xrole_store::resources::Resource, ProvisionPayload), ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "vpc_id",
+            "no available VPC with this id in this AWS account",
+        )
+    };
+    let res = if let Ok(rid) = vpc_id.parse::<ResourceId>() {
+        match xrole_store::resources::get(conn, org, rid) {
+            Ok(r) => r,
+            Err(xrole_store::Error::NotFound) => return Err(bad()),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        let region = link.region.clone().unwrap_or_default();
+        xrole_store::resources::find_by_aws_id(conn, org, link.id, &region, vpc_id)?
+            .ok_or_else(bad)?
+    };
+    if res.link_id != link.id
+        || res.kind != worker::RES_VPC
+        || res.state != ResourceState::Available
+    {
+        return Err(bad());
+    }
+    let job = res.job_id.ok_or_else(bad)?;
+    let job = xrole_store::jobs::get(conn, org, job)?;
+    let p: ProvisionPayload = serde_json::from_value(job.payload).map_err(ApiError::internal)?;
+    Ok((res, p))
+}
+
+enum Request {
+    Vpc(CreateVpc),
+    Instances(CreateInstances),
+    Database(CreateDatabase),
+}
+
+/// Builds the job's payload (validated) inside the request's transaction.
+fn build_payload(
+    conn: &mut Conn,
+    org: OrgId,
+    link: &xrole_store::links::Link,
+    req: &Request,
+    actor: &str,
+) -> Result<(&'static str, ProvisionPayload), ApiError> {
+    match req {
+        Request::Vpc(v) => {
+            let region = match &v.region {
+                Some(r) => parse_region(r, "region")?,
+                None => link.region.clone().ok_or_else(|| {
+                    ApiError::invalid("region", "the link has no region; give one")
+                })?,
+            };
+            let cidr: CidrBlock = v
+                .cidr_block
+                .parse()
+                .map_err(|e: String| ApiError::invalid("cidr_block", e))?;
+            for az in &v.availability_zones {
+                if !(az.starts_with(&region) && az.len() == region.len() + 1) {
+                    return Err(ApiError::invalid(
+                        "availability_zones",
+                        format!("`{az}` is not a zone of {region}"),
+                    ));
+                }
+            }
+            let cidr = cidr.to_string();
+            let plan = serde_json::json!({
+                "name": v.name,
+                "vpc": {
+                    "cidr": cidr,
+                    "availability_zones": v.availability_zones,
+                    "security_groups": [
+                        {"name": "app", "description": "xrole application instances",
+                         "ingress": [{"protocol": "tcp", "from_port": 443, "to_port": 443, "source": {"cidr": cidr}}]},
+                        {"name": "db", "description": "xrole databases",
+                         "ingress": [
+                            {"protocol": "tcp", "from_port": 5432, "to_port": 5432, "source": {"security_group": "app"}},
+                            {"protocol": "tcp", "from_port": 3306, "to_port": 3306, "source": {"security_group": "app"}}]},
+                    ],
+                },
+            });
+            let plan: EnvironmentPlan = serde_json::from_value(plan)
+                .map_err(|e| ApiError::invalid("body", e.to_string()))?;
+            validate(&plan)?;
+            Ok((
+                worker::KIND_VPC,
+                ProvisionPayload {
+                    actor: actor.to_owned(),
+                    region,
+                    plan,
+                    vpc_job: None,
+                    vpc_resource: None,
+                },
+            ))
+        }
+        Request::Instances(i) => {
+            let (vpc, base) = vpc_of(conn, org, link, &i.vpc_id)?;
+            let count = i.count.unwrap_or(1);
+            if !(1..=10).contains(&count) {
+                return Err(ApiError::invalid("count", "must be 1 to 10"));
+            }
+            let ami = match &i.image_id {
+                Some(id) => serde_json::json!({"id": id}),
+                None => serde_json::json!({"ssm_parameter": AMAZON_LINUX_2023_X86_64}),
+            };
+            let instance = serde_json::json!({
+                "name": i.name, "ami": ami, "instance_type": i.instance_type,
+                "subnet_tier": "public", "security_groups": ["app"], "count": count,
+            });
+            let mut plan = base.plan.clone();
+            plan.instances = vec![
+                serde_json::from_value(instance)
+                    .map_err(|e| ApiError::invalid("body", e.to_string()))?,
+            ];
+            plan.databases = Vec::new();
+            validate(&plan)?;
+            Ok((
+                worker::KIND_INSTANCES,
+                ProvisionPayload {
+                    actor: actor.to_owned(),
+                    region: base.region,
+                    plan,
+                    vpc_job: vpc.job_id.map(|j| j.to_string()),
+                    vpc_resource: Some(vpc.id.to_string()),
+                },
+            ))
+        }
+        Request::Database(d) => {
+            let (vpc, base) = vpc_of(conn, org, link, &d.vpc_id)?;
+            let engine = match d.engine.as_str() {
+                "postgres" => "postgres",
+                "mysql" => "mysql",
+                _ => return Err(ApiError::invalid("engine", "must be postgres or mysql")),
+            };
+            let version = d.engine_version.clone().unwrap_or_else(|| {
+                if engine == "postgres" {
+                    "16.4".to_owned()
+                } else {
+                    "8.0.39".to_owned()
+                }
+            });
+            let db = serde_json::json!({
+                "name": d.name, "engine": engine, "engine_version": version,
+                "instance_class": d.instance_class, "allocated_storage_gib": d.allocated_storage_gb,
+                "multi_az": d.multi_az.unwrap_or(false), "security_groups": ["db"],
+                "master_username": "xroleadmin",
+            });
+            let mut plan = base.plan.clone();
+            plan.instances = Vec::new();
+            plan.databases = vec![
+                serde_json::from_value(db).map_err(|e| ApiError::invalid("body", e.to_string()))?,
+            ];
+            validate(&plan)?;
+            Ok((
+                worker::KIND_DATABASE,
+                ProvisionPayload {
+                    actor: actor.to_owned(),
+                    region: base.region,
+                    plan,
+                    vpc_job: vpc.job_id.map(|j| j.to_string()),
+                    vpc_resource: Some(vpc.id.to_string()),
+                },
+            ))
+        }
+    }
+}
+
+async fn provision(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    raw: web::Bytes,
+    id: LinkId,
+    request: Request,
+) -> Result<HttpResponse, ApiError> {
+    let lock = match idempotency::begin(&state, &req, &principal, &raw, true).await? {
+        idempotency::Begun::Replay(res) => return Ok(res),
+        idempotency::Begun::Proceed(lock) => lock,
+    };
+    let info = RequestInfo::from_request(&req);
+    let st = state.get_ref().clone();
+    let lock2 = lock.clone();
+    let result = async {
+        aws_runtime(&state)?;
+        state
+            .tx(move |conn| {
+                let org = principal.org_id;
+                let now = st.now_ms();
+                let link = provisionable(conn, org, id)?;
+                let actor = principal.actor().as_string();
+                let (kind, payload) = build_payload(conn, org, &link, &request, &actor)?;
+                let value = serde_json::to_value(&payload).map_err(ApiError::internal)?;
+                let job = xrole_store::jobs::enqueue(
+                    conn,
+                    org,
+                    &xrole_store::jobs::NewJob { link: Some(id), kind, payload: &value, max_attempts: worker::MAX_ATTEMPTS },
+                    now,
+                )?;
+                audit::record(
+                    conn,
+                    org,
+                    &principal.actor(),
+                    "job.created",
+                    Some(format!("job:{}", job.id)),
+                    serde_json::json!({"kind": kind, "aws_account_id": id.to_string(), "region": payload.region}),
+                    Some(&info),
+                    now,
+                )?;
+                idempotency::respond(&st, conn, lock2.as_ref(), StatusCode::ACCEPTED, &JobOut::new(&job, &[]))
+            })
+            .await
+    }
+    .await;
+    idempotency::finish(&state, lock, result).await
+}
+
+/// Build a VPC (subnets in each zone, internet gateway, routes, security
+/// groups `app` and `db`) in the linked account.
+#[utoipa::path(post, path = "/v1/aws-accounts/{id}/vpcs", tag = "aws-accounts", request_body = CreateVpc,
+    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header, description = "Required")),
+    security(("api_key" = [])),
+    responses((status = 202, body = JobOut), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_vpc(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: LinkId = path_id(&id)?;
+    let body = read_json::<CreateVpc>(&req, payload).await?;
+    provision(
+        state,
+        principal,
+        req,
+        body.raw,
+        id,
+        Request::Vpc(body.value),
+    )
+    .await
+}
+
+/// Launch EC2 instances in a VPC xrole built.
+#[utoipa::path(post, path = "/v1/aws-accounts/{id}/instances", tag = "aws-accounts", request_body = CreateInstances,
+    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header, description = "Required")),
+    security(("api_key" = [])),
+    responses((status = 202, body = JobOut), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_instances(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: LinkId = path_id(&id)?;
+    let body = read_json::<CreateInstances>(&req, payload).await?;
+    provision(
+        state,
+        principal,
+        req,
+        body.raw,
+        id,
+        Request::Instances(body.value),
+    )
+    .await
+}
+
+/// Create an RDS database (password managed by RDS in the customer's
+/// Secrets Manager) in a VPC xrole built.
+#[utoipa::path(post, path = "/v1/aws-accounts/{id}/databases", tag = "aws-accounts", request_body = CreateDatabase,
+    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header, description = "Required")),
+    security(("api_key" = [])),
+    responses((status = 202, body = JobOut), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_database(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: LinkId = path_id(&id)?;
+    let body = read_json::<CreateDatabase>(&req, payload).await?;
+    provision(
+        state,
+        principal,
+        req,
+        body.raw,
+        id,
+        Request::Database(body.value),
+    )
+    .await
+}
+
+/// The xrole-managed resources in a linked account, newest first.
+#[utoipa::path(get, path = "/v1/aws-accounts/{id}/resources", tag = "aws-accounts",
+    params(("id" = String, Path, format = Uuid), PageQuery), security(("api_key" = [])),
+    responses((status = 200, body = Page<ResourceOut>), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn list_resources(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: LinkId = path_id(&id)?;
+    let page = query::<PageQuery>(&req)?.to_request()?;
+    let org = principal.org_id;
+    let out = state
+        .db(move |conn| {
+            xrole_store::links::get(conn, org, id)?;
+            let p = xrole_store::resources::list(conn, org, Some(id), &page)?;
+            Ok(Page::from_store(&p, |r| ResourceOut::from(r)))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(out))
+}

@@ -1,0 +1,212 @@
+//! `POST /v1/callbacks/cloudformation`: the customer stack's signed report
+//! (Standard Webhooks v1 with the link's callback secret). It is a hint,
+//! never proof: a Create or Update starts a verification through the broker.
+//!
+//! Anything wrong (signature, timestamp outside ±300 s, an expired secret, a
+//! role in another account than the link's) answers 4xx and changes
+//! nothing; a `webhook-id` seen before answers 200 and changes nothing.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use xrole_assume::RoleArn;
+use xrole_store::{LinkId, LinkState};
+
+use crate::body::read_json;
+use crate::error::{ApiError, Problem};
+use crate::link_flow;
+use crate::routes::aws_accounts::{aws_runtime, start_verification, update_link_columns};
+use crate::state::AppState;
+
+/// The callback's body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StackCallback {
+    /// The link the stack was made for.
+    pub link_id: String,
+    /// `Create`, `Update` or `Delete`.
+    pub event: String,
+    /// The role the stack made.
+    pub role_arn: String,
+    /// The account the stack runs in.
+    pub account_id: String,
+    /// The stack.
+    pub stack_id: String,
+    /// The stack's region.
+    pub region: String,
+}
+
+/// What the server did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackOut {
+    /// The link's state now.
+    pub state: String,
+    /// False when this `webhook-id` was seen before (nothing changed).
+    pub applied: bool,
+}
+
+/// Audit actor of callbacks.
+const ACTOR: &str = "cloudformation";
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Result<&'a str, ApiError> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::bad_request("invalid_signature", format!("missing {name} header")))
+}
+
+fn unauthorized() -> ApiError {
+    // One answer for unknown links and bad signatures: nothing to probe.
+    ApiError::Unauthenticated
+}
+
+/// Receive a CloudFormation stack's signed callback.
+#[utoipa::path(post, path = "/v1/callbacks/cloudformation", tag = "aws-accounts", request_body = StackCallback,
+    params(("webhook-id" = String, Header), ("webhook-timestamp" = String, Header),
+        ("webhook-signature" = String, Header)),
+    responses((status = 200, body = CallbackOut), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn cloudformation(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_json::<StackCallback>(&req, payload).await?;
+    let msg_id = header(&req, "webhook-id")?.to_owned();
+    let timestamp = header(&req, "webhook-timestamp")?.to_owned();
+    let signatures = header(&req, "webhook-signature")?.to_owned();
+    if msg_id.len() > 256 {
+        return Err(ApiError::bad_request(
+            "invalid_signature",
+            "webhook-id too long",
+        ));
+    }
+    aws_runtime(&state)?;
+    let input = body.value;
+    let link_id: LinkId = input.link_id.parse().map_err(|_| unauthorized())?;
+    let raw = body.raw;
+    let st = state.get_ref().clone();
+    let now = state.now_ms();
+    let now_time =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(now).unwrap_or(0));
+
+    // Signature first, outside the write transaction: nothing in the body is
+    // trusted before it verifies.
+    let (org, link) = state
+        .db({
+            let st = st.clone();
+            move |conn| {
+                let org =
+                    xrole_store::links::org_of_link(conn, link_id)?.ok_or_else(unauthorized)?;
+                let secret =
+                    xrole_store::links::reveal_callback_secret(conn, &st.keyring, org, link_id)?;
+                secret
+                    .verify(&msg_id, &timestamp, &signatures, &raw, now_time)
+                    .map_err(|e| {
+                        tracing::info!(link = %link_id, error = %e, "callback signature rejected");
+                        unauthorized()
+                    })?;
+                let link = xrole_store::links::get(conn, org, link_id)?;
+                Ok((org, link))
+            }
+        })
+        .await?;
+    let msg_id = header(&req, "webhook-id")?.to_owned();
+
+    let event = input.event.clone();
+    let event = event.as_str();
+    if !matches!(event, "Create" | "Update" | "Delete") {
+        return Err(ApiError::invalid(
+            "event",
+            "must be Create, Update or Delete",
+        ));
+    }
+    // A link no stack reported to within 48 h expires; its secret then only
+    // serves the stack that did report (Update, Delete).
+    if link.stack_id.is_none() && now > link.callback_secret_expires_ms {
+        return Err(ApiError::Conflict {
+            code: "link_expired",
+            detail: "this link expired; create a new one in xrole".into(),
+        });
+    }
+    let role = RoleArn::parse(&input.role_arn)
+        .map_err(|_| ApiError::invalid("role_arn", "not an IAM role ARN"))?;
+    if role.account_id().as_str() != input.account_id {
+        return Err(ApiError::invalid(
+            "account_id",
+            "the role ARN is in another account",
+        ));
+    }
+    link_flow::check_account(&role, &link.aws_account_id).map_err(|m| ApiError::Conflict {
+        code: "account_mismatch",
+        detail: m,
+    })?;
+    if let Some(stack) = &link.stack_id
+        && event != "Create"
+        && *stack != input.stack_id
+    {
+        {
+            return Err(ApiError::Conflict {
+                code: "stack_mismatch",
+                detail: "this link belongs to another stack".into(),
+            });
+        }
+    }
+    let region = crate::routes::aws_accounts::parse_region(&input.region, "region")?;
+    let is_delete = event == "Delete";
+
+    let out = state
+        .tx(move |conn| {
+            if !xrole_store::webhooks::record_webhook_id(conn, &msg_id, now)? {
+                let l = xrole_store::links::get(conn, org, link_id)?;
+                return Ok(CallbackOut {
+                    state: l.state.as_str().to_owned(),
+                    applied: false,
+                });
+            }
+            let report = xrole_store::links::StackReport {
+                role_arn: role.as_str(),
+                stack_id: &input.stack_id,
+                region: &region,
+            };
+            let mut details = serde_json::json!({
+                "event": input.event, "role_arn": role.as_str(), "account_id": input.account_id,
+                "stack_id": input.stack_id, "region": region, "webhook_id": msg_id,
+            });
+            let new_state = if is_delete {
+                xrole_store::links::set_state(conn, org, link_id, LinkState::Disconnected, now)?;
+                LinkState::Disconnected
+            } else {
+                xrole_store::links::record_stack(conn, org, link_id, &report, now)?;
+                update_link_columns(
+                    conn,
+                    org,
+                    link_id,
+                    Some(role.account_id().as_str()),
+                    None,
+                    None,
+                    now,
+                )?;
+                let job = start_verification(conn, org, link_id, ACTOR, now)?;
+                details["job_id"] = serde_json::json!(job.id.to_string());
+                LinkState::Verifying
+            };
+            let target = format!("aws_account:{link_id}");
+            let e = xrole_store::audit::NewAuditEvent {
+                actor: ACTOR,
+                action: "aws_account.callback",
+                target: Some(&target),
+                request_id: None,
+                source_ip: None,
+                details,
+            };
+            xrole_store::audit::append(conn, org, &e, now)?;
+            Ok(CallbackOut {
+                state: new_state.as_str().to_owned(),
+                applied: true,
+            })
+        })
+        .await?;
+    let _ = st;
+    Ok(HttpResponse::Ok().json(out))
+}

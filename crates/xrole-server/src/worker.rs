@@ -1,0 +1,832 @@
+//! Job workers: they claim jobs through the store's leases, so workers in
+//! several processes on one PostgreSQL share the work, and a job whose
+//! worker died (its lease expired) is taken over and resumed from its
+//! journal by another.
+//!
+//! Kinds: `verify_link` (the broker's trust check), `provision_vpc`,
+//! `provision_instances`, `provision_database` (an [`EnvironmentPlan`] run
+//! by `xrole-provision` with the customer's session) and `teardown`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use xrole_assume::{AssumeSpec, AwsAccountId, RoleArn, SessionName};
+use xrole_provision::{EnvironmentPlan, Executor, ExecutorOptions, JobScope, Progress};
+use xrole_store::jobs::{Claimed, Job, Lease, RetryPolicy};
+use xrole_store::resources::{NewResource, Resource};
+use xrole_store::{AccessLevel, Conn, JobId, LinkId, LinkState, OrgId, ResourceId, ResourceState};
+
+use crate::journal::{SourceView, StepFilter, StoreJournal};
+use crate::link_flow::{AwsRuntime, interpret};
+use crate::state::AppState;
+
+/// Job kind: verify a link's role.
+pub const KIND_VERIFY: &str = "verify_link";
+/// Job kind: build a VPC.
+pub const KIND_VPC: &str = "provision_vpc";
+/// Job kind: launch instances in a VPC.
+pub const KIND_INSTANCES: &str = "provision_instances";
+/// Job kind: create a database in a VPC.
+pub const KIND_DATABASE: &str = "provision_database";
+/// Job kind: delete a resource (and, with cascade, its dependents).
+pub const KIND_TEARDOWN: &str = "teardown";
+
+/// Resource kind of a VPC (with its subnets, gateway, routes and groups).
+pub const RES_VPC: &str = "vpc";
+/// Resource kind of an EC2 instance.
+pub const RES_INSTANCE: &str = "ec2_instance";
+/// Resource kind of an RDS instance.
+pub const RES_DATABASE: &str = "rds_instance";
+
+/// Tag holding the step that created a resource.
+const STEP_TAG: &str = xrole_provision::tags::STEP;
+
+/// The payload of a `verify_link` job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyPayload {
+    /// Who asked (audit actor string).
+    pub actor: String,
+}
+
+/// The payload of a provisioning job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvisionPayload {
+    /// Who asked (audit actor string).
+    pub actor: String,
+    /// The AWS region.
+    pub region: String,
+    /// The whole plan (for instances and databases: the VPC's plan plus the
+    /// new part; the VPC's steps come from its job's journal).
+    pub plan: EnvironmentPlan,
+    /// The job that built the VPC (instances and databases).
+    pub vpc_job: Option<String>,
+    /// The VPC resource (instances and databases).
+    pub vpc_resource: Option<String>,
+}
+
+/// The payload of a `teardown` job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TeardownPayload {
+    /// Who asked (audit actor string).
+    pub actor: String,
+    /// The resource to delete.
+    pub resource: String,
+    /// Whether dependents go too (children first).
+    pub cascade: bool,
+}
+
+/// Attempts a job gets.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Running workers; dropping the pool stops them at once (a job in progress
+/// is left to its lease, like a crash).
+#[derive(Debug)]
+pub struct WorkerPool {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    /// Starts `count` workers on the current Tokio runtime.
+    pub fn spawn(state: AppState, aws: Arc<AwsRuntime>, count: usize) -> WorkerPool {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let tasks = (0..count)
+            .map(|i| {
+                let id = format!("{}-{}-{i}", std::process::id(), &tag[..8]);
+                tokio::spawn(run_loop(state.clone(), aws.clone(), id, stop.clone()))
+            })
+            .collect();
+        WorkerPool { stop, tasks }
+    }
+
+    /// Lets each worker finish its current job, then stop.
+    pub async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Why a job attempt failed.
+#[derive(Debug)]
+pub struct JobError {
+    message: String,
+    retryable: bool,
+}
+
+impl JobError {
+    fn permanent(m: impl Into<String>) -> Self {
+        JobError {
+            message: m.into(),
+            retryable: false,
+        }
+    }
+    fn retry(m: impl Into<String>) -> Self {
+        JobError {
+            message: m.into(),
+            retryable: true,
+        }
+    }
+}
+
+impl From<xrole_store::Error> for JobError {
+    fn from(e: xrole_store::Error) -> Self {
+        match e {
+            xrole_store::Error::LeaseLost => JobError::retry("job lease lost"),
+            xrole_store::Error::NotFound => JobError::permanent("not found"),
+            other => JobError::retry(format!("database: {other}")),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for JobError {
+    fn from(e: diesel::result::Error) -> Self {
+        xrole_store::Error::from(e).into()
+    }
+}
+
+impl From<xrole_provision::Error> for JobError {
+    fn from(e: xrole_provision::Error) -> Self {
+        JobError {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<xrole_assume::Error> for JobError {
+    fn from(e: xrole_assume::Error) -> Self {
+        JobError {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Runs `f` with a pooled connection on the blocking pool.
+async fn db<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&mut Conn) -> Result<T, JobError> + Send + 'static,
+) -> Result<T, JobError> {
+    let pool = state.pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| JobError::retry(format!("no database connection: {e}")))?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| JobError::retry(e.to_string()))?
+}
+
+async fn run_loop(state: AppState, aws: Arc<AwsRuntime>, worker: String, stop: Arc<AtomicBool>) {
+    let lease_ms = i64::try_from(aws.settings.lease.as_millis()).unwrap_or(60_000);
+    while !stop.load(Ordering::SeqCst) {
+        let now = state.now_ms();
+        let w = worker.clone();
+        let claimed = db(&state, move |conn| {
+            Ok(xrole_store::jobs::claim(conn, &w, lease_ms, now)?)
+        })
+        .await;
+        match claimed {
+            Ok(Some(c)) => {
+                tracing::info!(job = %c.job.id, kind = %c.job.kind, attempt = c.job.attempts, took_over = c.took_over, %worker, "job claimed");
+                run_claimed(&state, &aws, c, lease_ms).await;
+            }
+            Ok(None) => tokio::time::sleep(aws.settings.job_poll).await,
+            Err(e) => {
+                tracing::warn!(error = %e.message, %worker, "cannot claim jobs");
+                tokio::time::sleep(aws.settings.job_poll.max(Duration::from_secs(1))).await;
+            }
+        }
+    }
+}
+
+/// Progress shared between the executor's callback and the lease renewer.
+#[derive(Debug, Default)]
+struct Counter {
+    done: AtomicI64,
+    total: AtomicI64,
+}
+
+async fn run_claimed(state: &AppState, aws: &Arc<AwsRuntime>, c: Claimed, lease_ms: i64) {
+    let Claimed { job, lease, .. } = c;
+    let counter = Arc::new(Counter::default());
+    let lost = Arc::new(tokio::sync::Notify::new());
+    // Renew the lease (and publish progress) while the job runs.
+    let renewer = {
+        let state = state.clone();
+        let mut lease = lease.clone();
+        let counter = counter.clone();
+        let lost = lost.clone();
+        let every = Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1000).max(200));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = state.now_ms();
+                let (done, total) = (
+                    counter.done.load(Ordering::SeqCst),
+                    counter.total.load(Ordering::SeqCst),
+                );
+                let l = lease.clone();
+                let r = db(&state, move |conn| {
+                    let mut l = l;
+                    xrole_store::jobs::renew(conn, &mut l, lease_ms, now)?;
+                    xrole_store::jobs::set_progress(conn, &l, done, total, now)?;
+                    Ok(l)
+                })
+                .await;
+                match r {
+                    Ok(l) => lease = l,
+                    Err(e) if e.message.contains("lease lost") => {
+                        lost.notify_one();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e.message, "lease renewal failed"),
+                }
+            }
+        })
+    };
+    let outcome = tokio::select! {
+        r = run_job(state, aws, &job, &lease, counter.clone()) => Some(r),
+        () = lost.notified() => None,
+    };
+    renewer.abort();
+    let Some(outcome) = outcome else {
+        tracing::warn!(job = %job.id, "lease lost; another worker owns the job now");
+        return;
+    };
+    let now = state.now_ms();
+    let job_id = job.id;
+    let result = match outcome {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(job = %job_id, retryable = e.retryable, error = %e.message, "job attempt failed");
+            let lease = lease.clone();
+            db(state, move |conn| {
+                if e.retryable {
+                    let policy = RetryPolicy {
+                        base_ms: 2_000,
+                        max_ms: 5 * 60 * 1000,
+                    };
+                    xrole_store::jobs::fail(conn, &lease, &e.message, &policy, now)?;
+                } else {
+                    xrole_store::jobs::fail_permanently(conn, &lease, &e.message, now)?;
+                }
+                Ok(())
+            })
+            .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(job = %job_id, error = %e.message, "cannot record the job's outcome");
+    }
+}
+
+async fn run_job(
+    state: &AppState,
+    aws: &Arc<AwsRuntime>,
+    job: &Job,
+    lease: &Lease,
+    counter: Arc<Counter>,
+) -> Result<(), JobError> {
+    match job.kind.as_str() {
+        KIND_VERIFY => verify(state, aws, job, lease).await,
+        KIND_VPC | KIND_INSTANCES | KIND_DATABASE => {
+            provision(state, aws, job, lease, counter).await
+        }
+        KIND_TEARDOWN => teardown(state, aws, job, lease, counter).await,
+        other => Err(JobError::permanent(format!("unknown job kind {other}"))),
+    }
+}
+
+fn link_of(job: &Job) -> Result<LinkId, JobError> {
+    job.link_id
+        .ok_or_else(|| JobError::permanent("the job has no AWS account link"))
+}
+
+/// Appends an audit event outside a request (the worker's own transaction).
+fn audit(
+    conn: &mut Conn,
+    org: OrgId,
+    actor: &str,
+    action: &str,
+    target: Option<String>,
+    details: serde_json::Value,
+    now: i64,
+) -> Result<(), JobError> {
+    let e = xrole_store::audit::NewAuditEvent {
+        actor,
+        action,
+        target: target.as_deref(),
+        request_id: None,
+        source_ip: None,
+        details,
+    };
+    xrole_store::audit::append(conn, org, &e, now)?;
+    Ok(())
+}
+
+/// The link's role, External ID and account, for AssumeRole.
+struct Access {
+    link: xrole_store::links::Link,
+    role: RoleArn,
+    external_id: xrole_crypto::ExternalId,
+    account: AwsAccountId,
+}
+
+async fn access(state: &AppState, org: OrgId, link: LinkId) -> Result<Access, JobError> {
+    let keyring = state.keyring.clone();
+    let (link, external_id) = db(state, move |conn| {
+        let l = xrole_store::links::get(conn, org, link)?;
+        let ext = xrole_store::links::reveal_external_id(conn, &keyring, org, link)?;
+        Ok((l, ext))
+    })
+    .await?;
+    let arn = link
+        .role_arn
+        .clone()
+        .ok_or_else(|| JobError::permanent("the link has no role yet"))?;
+    let role = RoleArn::parse(&arn).map_err(|e| JobError::permanent(e.to_string()))?;
+    let account = if link.aws_account_id.is_empty() {
+        role.account_id()
+    } else {
+        AwsAccountId::parse(&link.aws_account_id).map_err(|e| JobError::permanent(e.to_string()))?
+    };
+    Ok(Access {
+        link,
+        role,
+        external_id,
+        account,
+    })
+}
+
+/// Records the AssumeRole about to happen: who, which link, why, and the
+/// session name the customer sees in CloudTrail.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "every audit field is named at the call"
+)]
+async fn audit_assume(
+    state: &AppState,
+    org: OrgId,
+    actor: &str,
+    link: LinkId,
+    job: JobId,
+    purpose: &str,
+    session_name: &str,
+    role: &RoleArn,
+) -> Result<(), JobError> {
+    let now = state.now_ms();
+    let details = serde_json::json!({
+        "link_id": link.to_string(),
+        "job_id": job.to_string(),
+        "purpose": purpose,
+        "session_name": session_name,
+        "role_arn": role.as_str(),
+    });
+    let actor = actor.to_owned();
+    db(state, move |conn| {
+        audit(
+            conn,
+            org,
+            &actor,
+            "aws.assume_role",
+            Some(format!("aws_account:{link}")),
+            details,
+            now,
+        )
+    })
+    .await
+}
+
+async fn verify(
+    state: &AppState,
+    aws: &Arc<AwsRuntime>,
+    job: &Job,
+    lease: &Lease,
+) -> Result<(), JobError> {
+    let org = job.org_id;
+    let link_id = link_of(job)?;
+    let payload: VerifyPayload = serde_json::from_value(job.payload.clone())
+        .map_err(|e| JobError::permanent(e.to_string()))?;
+    let a = access(state, org, link_id).await?;
+    audit_assume(
+        state,
+        org,
+        &payload.actor,
+        link_id,
+        job.id,
+        "verify",
+        xrole_assume::VERIFY_SESSION_NAME,
+        &a.role,
+    )
+    .await?;
+    let outcome = aws
+        .broker
+        .verify_link(&a.role, &a.external_id, &a.account)
+        .await?;
+    let v = interpret(&outcome, &a.role, &a.account);
+    let now = state.now_ms();
+    let lease = lease.clone();
+    let actor = payload.actor;
+    db(state, move |conn| {
+        xrole_store::write_transaction(conn, |conn| {
+            let current = xrole_store::links::get(conn, org, link_id)?;
+            // A Delete callback or a disconnect while verifying wins.
+            let applied = current.state == LinkState::Verifying;
+            if applied {
+                let rec = xrole_store::links::Verification {
+                    state: v.state,
+                    result: v.result,
+                    error: v.reason.as_deref(),
+                };
+                xrole_store::links::record_verification(conn, org, link_id, &rec, now)?;
+                audit(
+                    conn,
+                    org,
+                    &actor,
+                    "aws_account.verified",
+                    Some(format!("aws_account:{link_id}")),
+                    serde_json::json!({"state": v.state.as_str(), "result": v.result}),
+                    now,
+                )?;
+            }
+            let result = serde_json::json!({
+                "state": if applied { v.state.as_str() } else { current.state.as_str() },
+                "result": v.result,
+                "reason": v.reason,
+                "applied": applied,
+            });
+            xrole_store::jobs::complete(conn, &lease, &result, now)?;
+            Ok::<_, JobError>(())
+        })
+    })
+    .await?;
+    let _ = a.link;
+    Ok(())
+}
+
+fn tags_for(org: OrgId, link: LinkId, job: JobId, step: &str) -> BTreeMap<String, String> {
+    use xrole_provision::tags;
+    BTreeMap::from([
+        (tags::MANAGED_BY.to_owned(), "xrole".to_owned()),
+        (tags::ORG.to_owned(), org.to_string()),
+        (tags::LINK.to_owned(), link.to_string()),
+        (tags::JOB.to_owned(), job.to_string()),
+        (tags::STEP.to_owned(), step.to_owned()),
+    ])
+}
+
+fn executor_options(aws: &AwsRuntime) -> ExecutorOptions {
+    ExecutorOptions {
+        poll_interval: aws.settings.executor_poll,
+        ..ExecutorOptions::default()
+    }
+}
+
+/// How many steps a create runs (for progress).
+fn create_step_count(plan: &EnvironmentPlan, kind: &str) -> i64 {
+    let n = |x: usize| i64::try_from(x).unwrap_or(0);
+    match kind {
+        KIND_VPC => {
+            let z = n(plan.vpc.availability_zones.len());
+            let sgs = n(plan.vpc.security_groups.len());
+            let ingress = n(plan
+                .vpc
+                .security_groups
+                .iter()
+                .filter(|g| !g.ingress.is_empty())
+                .count());
+            7 + 3 * z + sgs + ingress
+        }
+        KIND_INSTANCES => plan
+            .instances
+            .iter()
+            .map(|i| 1 + 2 * i64::from(i.count))
+            .sum(),
+        KIND_DATABASE => 3 * n(plan.databases.len()),
+        _ => 0,
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the session's scope, named at the call"
+)]
+async fn customer_session(
+    state: &AppState,
+    aws: &AwsRuntime,
+    org: OrgId,
+    link: LinkId,
+    job: &Job,
+    actor: &str,
+    purpose: &str,
+    region: &str,
+) -> Result<aws_config::SdkConfig, JobError> {
+    let a = access(state, org, link).await?;
+    if a.link.state != LinkState::Active {
+        return Err(JobError::permanent(format!(
+            "the AWS account link is {}, not active",
+            a.link.state
+        )));
+    }
+    if a.link.access_level != AccessLevel::Provisioning {
+        return Err(JobError::permanent("the AWS account link is read-only"));
+    }
+    let session = SessionName::for_tenant(&org.to_string(), purpose)
+        .map_err(|e| JobError::permanent(e.to_string()))?;
+    audit_assume(
+        state,
+        org,
+        actor,
+        link,
+        job.id,
+        purpose,
+        session.as_str(),
+        &a.role,
+    )
+    .await?;
+    let spec = AssumeSpec::builder(a.role, a.external_id, session)
+        .build()
+        .map_err(|e| JobError::permanent(e.to_string()))?;
+    // Fail early (and retry if transient) rather than deep inside a step.
+    aws.broker.credentials(&spec).await?;
+    Ok(aws
+        .broker
+        .sdk_config(&spec, aws_config::Region::new(region.to_owned())))
+}
+
+async fn provision(
+    state: &AppState,
+    aws: &Arc<AwsRuntime>,
+    job: &Job,
+    lease: &Lease,
+    counter: Arc<Counter>,
+) -> Result<(), JobError> {
+    let org = job.org_id;
+    let link = link_of(job)?;
+    let p: ProvisionPayload = serde_json::from_value(job.payload.clone())
+        .map_err(|e| JobError::permanent(e.to_string()))?;
+    let plan = p.plan.clone().validate()?;
+    counter
+        .total
+        .store(create_step_count(&p.plan, &job.kind), Ordering::SeqCst);
+    let sdk =
+        customer_session(state, aws, org, link, job, &p.actor, "provision", &p.region).await?;
+    let mut journal = StoreJournal::new(state.pool.clone(), state.clock.clone(), lease.clone());
+    if let Some(vpc_job) = &p.vpc_job {
+        let vpc_job: JobId = vpc_job
+            .parse()
+            .map_err(|_| JobError::permanent("bad vpc_job"))?;
+        journal = journal.with_source(SourceView {
+            job: vpc_job,
+            filter: StepFilter::All,
+        });
+    }
+    let scope = JobScope::new(
+        org.to_string(),
+        link.to_string(),
+        (*job.id.as_uuid()).into(),
+    )
+    .map_err(JobError::permanent)?;
+    let c = counter.clone();
+    let executor = Executor::new(&sdk, journal, scope)?
+        .with_options(executor_options(aws))
+        .on_progress(move |p| {
+            if let Progress::StepDone { .. } = p {
+                c.done.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    let env = executor.apply(&plan).await?;
+
+    // Record what was made, and finish the job, in one transaction.
+    let now = state.now_ms();
+    let lease = lease.clone();
+    let kind = job.kind.clone();
+    let job_id = job.id;
+    let region = p.region.clone();
+    let vpc_resource: Option<ResourceId> = p.vpc_resource.as_deref().and_then(|s| s.parse().ok());
+    let plan_name = p.plan.name.clone();
+    let actor = p.actor.clone();
+    let total = counter.total.load(Ordering::SeqCst);
+    let environment = serde_json::json!({
+        "vpc_id": env.vpc_id,
+        "public_subnet_ids": env.public_subnet_ids,
+        "private_subnet_ids": env.private_subnet_ids,
+        "internet_gateway_id": env.internet_gateway_id,
+        "route_table_id": env.route_table_id,
+        "security_group_ids": env.security_group_ids,
+        "instance_ids": env.instance_ids,
+        "db_instance_identifiers": env.db_instance_identifiers,
+    });
+    db(state, move |conn| {
+        xrole_store::write_transaction(conn, |conn| {
+            let mut made: Vec<Resource> = Vec::new();
+            let mut add = |conn: &mut Conn, kind: &str, aws_id: &str, parent: Option<ResourceId>, step: &str| {
+                let tags = tags_for(org, link, job_id, step);
+                let new = NewResource {
+                    link,
+                    job: Some(job_id),
+                    kind,
+                    aws_id,
+                    region: &region,
+                    parent,
+                    state: ResourceState::Available,
+                    tags: &tags,
+                };
+                let r = match xrole_store::resources::create(conn, org, &new, now) {
+                    Ok(r) => r,
+                    Err(xrole_store::Error::Duplicate(_)) => {
+                        xrole_store::resources::find_by_aws_id(conn, org, link, &region, aws_id)?
+                            .ok_or(xrole_store::Error::NotFound)?
+                    }
+                    Err(e) => return Err(JobError::from(e)),
+                };
+                made.push(r);
+                Ok::<_, JobError>(())
+            };
+            match kind.as_str() {
+                KIND_VPC => add(conn, RES_VPC, &env.vpc_id, None, "vpc")?,
+                KIND_INSTANCES => {
+                    for (name, ids) in &env.instance_ids {
+                        for (n, id) in ids.iter().enumerate() {
+                            add(conn, RES_INSTANCE, id, vpc_resource, &format!("instance/{name}/{n}"))?;
+                        }
+                    }
+                }
+                KIND_DATABASE => {
+                    for (name, id) in &env.db_instance_identifiers {
+                        add(conn, RES_DATABASE, id, vpc_resource, &format!("db/{name}"))?;
+                    }
+                }
+                _ => {}
+            }
+            let resources: Vec<serde_json::Value> = made
+                .iter()
+                .map(|r| serde_json::json!({"id": r.id.to_string(), "kind": r.kind, "aws_id": r.aws_id}))
+                .collect();
+            audit(
+                conn,
+                org,
+                &actor,
+                "job.succeeded",
+                Some(format!("job:{job_id}")),
+                serde_json::json!({"kind": kind, "name": plan_name, "resources": resources}),
+                now,
+            )?;
+            xrole_store::jobs::set_progress(conn, &lease, total, total, now)?;
+            let result = serde_json::json!({"resources": resources, "environment": environment});
+            xrole_store::jobs::complete(conn, &lease, &result, now)?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+/// The resource and everything under it, children first.
+fn subtree(conn: &mut Conn, org: OrgId, root: Resource) -> Result<Vec<Resource>, JobError> {
+    let mut out = Vec::new();
+    for child in xrole_store::resources::children(conn, org, root.id)? {
+        out.extend(subtree(conn, org, child)?);
+    }
+    out.push(root);
+    Ok(out)
+}
+
+async fn teardown(
+    state: &AppState,
+    aws: &Arc<AwsRuntime>,
+    job: &Job,
+    lease: &Lease,
+    counter: Arc<Counter>,
+) -> Result<(), JobError> {
+    let org = job.org_id;
+    let link = link_of(job)?;
+    let p: TeardownPayload = serde_json::from_value(job.payload.clone())
+        .map_err(|e| JobError::permanent(e.to_string()))?;
+    let rid: ResourceId = p
+        .resource
+        .parse()
+        .map_err(|_| JobError::permanent("bad resource id"))?;
+    let cascade = p.cascade;
+    let order = db(state, move |conn| {
+        let root = match xrole_store::resources::get(conn, org, rid) {
+            Ok(r) => r,
+            Err(xrole_store::Error::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let all = subtree(conn, org, root)?;
+        if all.len() > 1 && !cascade {
+            return Err(JobError::permanent(
+                "the resource has dependents; delete them first or use ?cascade=true",
+            ));
+        }
+        // The creating job of each, for its plan and journal.
+        let mut out = Vec::new();
+        for r in all {
+            let creator = match r.job_id {
+                Some(j) => Some(xrole_store::jobs::get(conn, org, j)?),
+                None => None,
+            };
+            out.push((r, creator));
+        }
+        Ok(out)
+    })
+    .await?;
+    counter
+        .total
+        .store(i64::try_from(order.len()).unwrap_or(0), Ordering::SeqCst);
+    let mut deleted = Vec::new();
+    let mut region_session: Option<(String, aws_config::SdkConfig)> = None;
+    for (r, creator) in order {
+        if let Some(creator) = creator {
+            let cp: ProvisionPayload = serde_json::from_value(creator.payload.clone())
+                .map_err(|e| JobError::permanent(format!("the creating job's plan: {e}")))?;
+            let sdk = match &region_session {
+                Some((region, sdk)) if *region == cp.region => sdk.clone(),
+                _ => {
+                    let sdk = customer_session(
+                        state, aws, org, link, job, &p.actor, "teardown", &cp.region,
+                    )
+                    .await?;
+                    region_session = Some((cp.region.clone(), sdk.clone()));
+                    sdk
+                }
+            };
+            let plan = cp.plan.clone().validate()?;
+            let filter = match r.kind.as_str() {
+                RES_INSTANCE => match r.tags.get(STEP_TAG) {
+                    Some(step) => StepFilter::Under(vec![step.clone()]),
+                    None => StepFilter::All,
+                },
+                _ => StepFilter::All,
+            };
+            let journal = StoreJournal::new(state.pool.clone(), state.clock.clone(), lease.clone())
+                .with_source(SourceView {
+                    job: creator.id,
+                    filter,
+                })
+                .with_namespace(format!("r/{}", r.id));
+            let scope = JobScope::new(
+                org.to_string(),
+                link.to_string(),
+                (*creator.id.as_uuid()).into(),
+            )
+            .map_err(JobError::permanent)?;
+            let executor = Executor::new(&sdk, journal, scope)?.with_options(executor_options(aws));
+            executor.teardown(&plan).await?;
+        }
+        let id = r.id;
+        db(state, move |conn| {
+            match xrole_store::resources::delete(conn, org, id) {
+                Ok(()) | Err(xrole_store::Error::NotFound) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await?;
+        counter.done.fetch_add(1, Ordering::SeqCst);
+        deleted
+            .push(serde_json::json!({"id": r.id.to_string(), "kind": r.kind, "aws_id": r.aws_id}));
+    }
+    let now = state.now_ms();
+    let lease = lease.clone();
+    let actor = p.actor;
+    let job_id = job.id;
+    let total = counter.total.load(Ordering::SeqCst);
+    db(state, move |conn| {
+        xrole_store::write_transaction(conn, |conn| {
+            audit(
+                conn,
+                org,
+                &actor,
+                "job.succeeded",
+                Some(format!("job:{job_id}")),
+                serde_json::json!({"kind": KIND_TEARDOWN, "deleted": deleted}),
+                now,
+            )?;
+            xrole_store::jobs::set_progress(conn, &lease, total, total, now)?;
+            xrole_store::jobs::complete(
+                conn,
+                &lease,
+                &serde_json::json!({"deleted": deleted}),
+                now,
+            )?;
+            Ok(())
+        })
+    })
+    .await
+}

@@ -1,0 +1,1 @@
+//! Forged, stale, replayed and mismatched callbacks.
