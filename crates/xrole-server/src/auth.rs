@@ -83,7 +83,12 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Princip
             }
             let role = match record.owner {
                 Some(owner) => {
-                    let user = xrole_store::users::get(conn, record.org_id, owner)?;
+                    let user = match xrole_store::users::get(conn, record.org_id, owner) {
+                        Ok(u) => u,
+                        // An owner deleted underneath its key: the key is dead.
+                        Err(xrole_store::Error::NotFound) => return Err(ApiError::Unauthenticated),
+                        Err(e) => return Err(e.into()),
+                    };
                     if user.disabled {
                         return Err(ApiError::Unauthenticated);
                     }
