@@ -81,7 +81,23 @@ fn raw_dump_holds_no_plaintext_secret() {
             secrets.push(key_b64.as_bytes().to_vec());
             secrets.push(STANDARD.decode(key_b64)?);
         }
+        // A control value stored carelessly (base64, shifted by one byte, in a
+        // clear column) must be caught, or the check below proves nothing.
+        let control = b"control value that is not sealed at all";
+        let (control_link, _, _) = new_link(conn, &keyring, org, "control");
+        links::rename(
+            conn,
+            org,
+            control_link,
+            &STANDARD.encode(&control[1..]),
+            crate::T0,
+        )?;
         let bytes = dump(db);
+        assert!(
+            encodings(control).iter().any(|f| contains(&bytes, f)),
+            "{:?}: the control went unnoticed",
+            db.backend()
+        );
         // The dump is real: the link names are in it, in clear.
         assert!(
             contains(&bytes, b"dump-canary-4"),
@@ -99,7 +115,7 @@ fn raw_dump_holds_no_plaintext_secret() {
             }
         }
         // And the store still opens every value.
-        assert_eq!(links::list(conn, org, &Default::default())?.items.len(), 5);
+        assert_eq!(links::list(conn, org, &Default::default())?.items.len(), 6);
         Ok(())
     });
 }
