@@ -10,6 +10,9 @@ pub enum Error {
     /// Authentication of a sealed blob failed (wrong key, wrong AAD, tampered or truncated).
     #[error("decryption failed")]
     Decrypt,
+    /// Sealing failed (the plaintext exceeds the AES-GCM limit of about 64 GiB).
+    #[error("encryption failed")]
+    Encrypt,
     /// The blob is too short to hold a header, nonce and tag.
     #[error("sealed blob is malformed")]
     MalformedBlob,

@@ -86,7 +86,8 @@ struct KeyEntry {
 
 impl KeyEntry {
     fn new(raw: Zeroizing<[u8; KEY_LEN]>) -> Result<Self> {
-        let unbound = UnboundKey::new(&AES_256_GCM, &raw[..]).map_err(|_| Error::Random)?;
+        let unbound = UnboundKey::new(&AES_256_GCM, &raw[..])
+            .map_err(|_| Error::KeyringFormat("invalid AES-256 key".into()))?;
         Ok(KeyEntry {
             raw,
             aead: LessSafeKey::new(unbound),
@@ -344,7 +345,7 @@ impl Keyring {
                 aead::Aad::from(aad.as_bytes()),
                 &mut out[HEADER_LEN + NONCE_LEN..],
             )
-            .map_err(|_| Error::Decrypt)?;
+            .map_err(|_| Error::Encrypt)?;
         out.extend_from_slice(tag.as_ref());
         Ok(out)
     }
