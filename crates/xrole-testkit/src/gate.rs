@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::policy::{self, Caller, Context};
-use crate::sts::{AssumeRoleParams, CHAINED_MAX_DURATION};
+use crate::sts::{AssumeRoleParams, CHAINED_MAX_DURATION, role_ref};
 use crate::wire::{AwsError, RequestInfo, xml_text};
 
 /// What an injected fault answers.
@@ -222,6 +222,66 @@ impl GateControl {
         s.by_token.clear();
     }
 
+    /// The control API for processes that are not Rust (the gate binary):
+    /// `command` is the path after [`CONTROL_PREFIX`], `query` its parameters.
+    ///
+    /// | request | effect |
+    /// |---|---|
+    /// | `fail_next?action=A&n=N&fault=throttling\|http500\|access_denied\|delay_ms:M` | [`GateControl::fail_next`] |
+    /// | `delay?ms=M[&action=A]` | [`GateControl::delay`] |
+    /// | `propagation_delay?ms=M` | [`GateControl::propagation_delay`] |
+    /// | `skip_external_id_check?on=true\|false` | [`GateControl::skip_external_id_check`] |
+    /// | `count?action=A[&account=ID\|&client_token=T]` | answers the count |
+    /// | `reset_counters` | [`GateControl::reset_counters`] |
+    ///
+    /// Answers `ok` (or the count), or the reason a request was malformed.
+    pub fn http_api(&self, command: &str, query: &str) -> Result<String, String> {
+        let q: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let get = |k: &str| {
+            q.get(k)
+                .map(String::as_str)
+                .ok_or_else(|| format!("missing parameter {k}"))
+        };
+        let ms = |k: &str| -> Result<Duration, String> {
+            get(k)?
+                .parse()
+                .map(Duration::from_millis)
+                .map_err(|e| format!("{k}: {e}"))
+        };
+        match command {
+            "fail_next" => {
+                let n = get("n")?.parse().map_err(|e| format!("n: {e}"))?;
+                let fault = match get("fault")? {
+                    "throttling" => Fault::Throttling,
+                    "http500" => Fault::Http500,
+                    "access_denied" => Fault::AccessDenied,
+                    f => match f.strip_prefix("delay_ms:").map(str::parse) {
+                        Some(Ok(m)) => Fault::Delay(Duration::from_millis(m)),
+                        _ => return Err(format!("unknown fault {f}")),
+                    },
+                };
+                self.fail_next(get("action")?, n, fault);
+            }
+            "delay" => self.delay(q.get("action").map(String::as_str), ms("ms")?),
+            "propagation_delay" => self.propagation_delay(ms("ms")?),
+            "skip_external_id_check" => self.skip_external_id_check(get("on")? == "true"),
+            "count" => {
+                let action = get("action")?;
+                let n = match (q.get("account"), q.get("client_token")) {
+                    (Some(a), _) => self.count_for_account(action, a),
+                    (None, Some(t)) => self.count_for_client_token(action, t),
+                    (None, None) => self.count(action),
+                };
+                return Ok(n.to_string());
+            }
+            "reset_counters" => self.reset_counters(),
+            c => return Err(format!("unknown command {c}")),
+        }
+        Ok("ok".to_owned())
+    }
+
     /// Counts the request and returns (delay, fault) for it.
     fn on_request(
         &self,
@@ -276,7 +336,17 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// The path prefix of the gate's own control API (see [`GateControl::http_api`]).
+pub const CONTROL_PREFIX: &str = "/_xrole_gate/";
+
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    if let Some(command) = req.uri().path().strip_prefix(CONTROL_PREFIX) {
+        let query = req.uri().query().unwrap_or("");
+        return Ok(match state.control.http_api(command, query) {
+            Ok(text) => plain(StatusCode::OK, text),
+            Err(e) => plain(StatusCode::BAD_REQUEST, e),
+        });
+    }
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -297,12 +367,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infal
     } else {
         None
     };
-    let account = match &params {
-        Some(Ok(p)) => p.role().map(|r| r.account),
-        _ => match &info.access_key_id {
+    // AssumeRole counts in the target role's account, even when refused.
+    let account = if assume {
+        info.params
+            .get("RoleArn")
+            .and_then(|a| role_ref(a))
+            .map(|r| r.account)
+    } else {
+        match &info.access_key_id {
             Some(key) => state.identity(key).await.ok().map(|c| c.account),
             None => None,
-        },
+        }
     };
     let (delay, fault) =
         state
@@ -675,6 +750,57 @@ mod tests {
         assert_eq!(c.count_for_client_token("RunInstances", "t"), 1);
         c.reset_counters();
         assert_eq!(c.count("AssumeRole"), 0);
+    }
+
+    #[test]
+    fn http_api_programs_the_same_state() {
+        let c = GateControl::default();
+        assert_eq!(
+            c.http_api("fail_next", "action=AssumeRole&n=1&fault=throttling")
+                .as_deref(),
+            Ok("ok")
+        );
+        assert_eq!(
+            c.http_api("fail_next", "action=X&n=1&fault=delay_ms:20")
+                .as_deref(),
+            Ok("ok")
+        );
+        assert_eq!(
+            c.on_request("AssumeRole", Some("a"), Some("t")).1,
+            Some(Fault::Throttling)
+        );
+        assert_eq!(
+            c.on_request("X", None, None).1,
+            Some(Fault::Delay(Duration::from_millis(20)))
+        );
+        assert_eq!(c.http_api("count", "action=AssumeRole").as_deref(), Ok("1"));
+        assert_eq!(
+            c.http_api("count", "action=AssumeRole&account=a")
+                .as_deref(),
+            Ok("1")
+        );
+        assert_eq!(
+            c.http_api("count", "action=AssumeRole&client_token=t")
+                .as_deref(),
+            Ok("1")
+        );
+        assert_eq!(c.http_api("delay", "ms=50").as_deref(), Ok("ok"));
+        assert_eq!(c.on_request("Y", None, None).0, Duration::from_millis(50));
+        assert_eq!(
+            c.http_api("skip_external_id_check", "on=true").as_deref(),
+            Ok("ok")
+        );
+        assert!(c.state().skip_external_id);
+        assert_eq!(
+            c.http_api("propagation_delay", "ms=1500").as_deref(),
+            Ok("ok")
+        );
+        assert_eq!(c.state().propagation, Duration::from_millis(1500));
+        assert_eq!(c.http_api("reset_counters", "").as_deref(), Ok("ok"));
+        assert_eq!(c.count("AssumeRole"), 0);
+        assert!(c.http_api("fail_next", "action=X&n=1&fault=boom").is_err());
+        assert!(c.http_api("count", "").is_err());
+        assert!(c.http_api("launch_missiles", "").is_err());
     }
 
     #[test]

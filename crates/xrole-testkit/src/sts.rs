@@ -128,20 +128,25 @@ impl AssumeRoleParams {
 
     /// The account and name of the role, if the ARN is an IAM role ARN.
     pub(crate) fn role(&self) -> Option<RoleRef> {
-        let parts: Vec<&str> = self.role_arn.splitn(6, ':').collect();
-        let ["arn", _partition, "iam", "", account, resource] = parts[..] else {
-            return None;
-        };
-        let path_and_name = resource.strip_prefix("role/")?;
-        let name = path_and_name.rsplit('/').next()?;
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) || name.is_empty() {
-            return None;
-        }
-        Some(RoleRef {
-            account: account.to_owned(),
-            name: name.to_owned(),
-        })
+        role_ref(&self.role_arn)
     }
+}
+
+/// The account and name of an IAM role ARN (`None` for anything else).
+pub(crate) fn role_ref(arn: &str) -> Option<RoleRef> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ["arn", _partition, "iam", "", account, resource] = parts[..] else {
+        return None;
+    };
+    let path_and_name = resource.strip_prefix("role/")?;
+    let name = path_and_name.rsplit('/').next()?;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) || name.is_empty() {
+        return None;
+    }
+    Some(RoleRef {
+        account: account.to_owned(),
+        name: name.to_owned(),
+    })
 }
 
 fn null_error(field: &str) -> String {
