@@ -1,1 +1,197 @@
-//! Forged, stale, replayed and mismatched callbacks.
+//! Forged, stale, replayed, expired and mismatched callbacks change nothing.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use xrole_testkit::{Aws, TestDb};
+
+use crate::support::*;
+
+async fn jobs_of(app: &FlowApp, org: &Org) -> Vec<Value> {
+    app.get_json("/v1/jobs?limit=200", &org.key).await["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_callbacks_have_no_effect_and_a_replay_has_no_second_effect() {
+    let aws = Aws::start().await.unwrap();
+    for db in TestDb::all().unwrap() {
+        let customer = aws.customer().await.unwrap();
+        // No workers: the link stays where the callback put it.
+        let app = spawn_flow_app(db, &aws, 0).await;
+        let org = app.create_org("Acme").await;
+        let created = app
+            .create_link(&org, Some(customer.account_id()), "provisioning")
+            .await;
+        let link_id = created["id"].as_str().unwrap().to_owned();
+        let secret = created["onboarding"]["parameters"]["CallbackSecret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let role = format!("arn:aws:iam::{}:role/xrole-abc", customer.account_id());
+        let body = callback_body(&link_id, "Create", &role, customer.account_id());
+        let pending = |v: &Value| assert_eq!(v["state"], "pending", "{v}");
+
+        // Forged: signed with another secret.
+        let other = xrole_crypto::WebhookSecret::generate();
+        let forged = Callback {
+            id: "msg_forged1".into(),
+            timestamp: now_secs(),
+            body: body.clone(),
+        };
+        let res = app.send_callback(other.expose_secret(), &forged).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        // Signed correctly but the body was changed afterwards.
+        let s = xrole_crypto::WebhookSecret::parse(&secret).unwrap();
+        let sig = s.sign("msg_tampered", now_secs(), &body);
+        let tampered = callback_body(
+            &link_id,
+            "Create",
+            "arn:aws:iam::999999999999:role/evil",
+            "999999999999",
+        );
+        let res = app
+            .client
+            .post(app.url("/v1/callbacks/cloudformation"))
+            .header("content-type", "application/json")
+            .header("webhook-id", "msg_tampered")
+            .header("webhook-timestamp", now_secs().to_string())
+            .header("webhook-signature", sig)
+            .body(tampered)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        // Missing signature headers.
+        let res = app
+            .client
+            .post(app.url("/v1/callbacks/cloudformation"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_client_error());
+        // Stale and future timestamps (outside ±300 s).
+        for ts in [now_secs() - 301 - 60, now_secs() + 301 + 60] {
+            let stale = Callback {
+                id: format!("msg_stale{ts}"),
+                timestamp: ts,
+                body: body.clone(),
+            };
+            let res = app.send_callback(&secret, &stale).await;
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "timestamp {ts}");
+        }
+        // A role in another account than the link's.
+        let elsewhere = "arn:aws:iam::999999999999:role/xrole-abc";
+        let wrong = Callback {
+            id: "msg_wrongaccount".into(),
+            timestamp: now_secs(),
+            body: callback_body(&link_id, "Create", elsewhere, "999999999999"),
+        };
+        let res = app.send_callback(&secret, &wrong).await;
+        assert_eq!(res.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["code"],
+            "account_mismatch"
+        );
+        // An unknown link.
+        let unknown = Callback {
+            id: "msg_unknown".into(),
+            timestamp: now_secs(),
+            body: callback_body(
+                &uuid::Uuid::now_v7().to_string(),
+                "Create",
+                &role,
+                customer.account_id(),
+            ),
+        };
+        assert_eq!(
+            app.send_callback(&secret, &unknown).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+
+        let link = app
+            .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
+            .await;
+        pending(&link);
+        assert!(link["role_arn"].is_null());
+        assert!(
+            jobs_of(&app, &org).await.is_empty(),
+            "no verification was queued"
+        );
+
+        // The genuine callback: verifying, one job. Its replay: 200, nothing more.
+        let good = Callback {
+            id: "msg_good".into(),
+            timestamp: now_secs(),
+            body: body.clone(),
+        };
+        let res = app.send_callback(&secret, &good).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["applied"], true);
+        let res = app.send_callback(&secret, &good).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.json::<Value>().await.unwrap()["applied"], false);
+        let jobs = jobs_of(&app, &org).await;
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs[0]["kind"], "verify_link");
+        let link = app
+            .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
+            .await;
+        assert_eq!(link["state"], "verifying");
+        assert_eq!(link["role_arn"], role.as_str());
+        let callbacks = audit_events(&app, &org)
+            .await
+            .into_iter()
+            .filter(|e| e["action"] == "aws_account.callback")
+            .count();
+        assert_eq!(callbacks, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_link_refuses_its_first_report() {
+    use diesel::prelude::*;
+    let aws = Aws::start().await.unwrap();
+    let db = TestDb::sqlite().unwrap();
+    let customer = aws.customer().await.unwrap();
+    let app = spawn_flow_app(db, &aws, 0).await;
+    let org = app.create_org("Acme").await;
+    let created = app.create_link(&org, None, "read_only").await;
+    let link_id = created["id"].as_str().unwrap().to_owned();
+    let secret = created["onboarding"]["parameters"]["CallbackSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // 48 h pass without a stack reporting.
+    {
+        use xrole_store::schema::aws_account_links::dsl as l;
+        let mut conn = app.state.pool.get().unwrap();
+        diesel::update(l::aws_account_links.filter(l::id.eq(&link_id)))
+            .set(l::callback_secret_expires_ms.eq(1_000))
+            .execute(&mut conn)
+            .unwrap();
+    }
+    let role = format!("arn:aws:iam::{}:role/xrole-abc", customer.account_id());
+    let cb = Callback {
+        id: "msg_late".into(),
+        timestamp: now_secs(),
+        body: callback_body(&link_id, "Create", &role, customer.account_id()),
+    };
+    let res = app.send_callback(&secret, &cb).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["code"], "link_expired");
+    assert!(v["detail"].as_str().unwrap().contains("create a new one"));
+    let link = app
+        .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
+        .await;
+    assert_eq!(link["state"], "pending");
+    assert!(
+        link["aws_account_id"].is_null(),
+        "learned nothing from a refused callback"
+    );
+}

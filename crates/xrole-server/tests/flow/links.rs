@@ -1,1 +1,252 @@
-//! Link edge cases.
+//! Links whose role is unsafe, in the wrong account or read-only; request
+//! validation of the provisioning routes.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use xrole_testkit::{Aws, TestDb};
+
+use crate::support::*;
+
+async fn put_role(app: &FlowApp, org: &Org, link_id: &str, role: &str) -> reqwest::Response {
+    app.request(
+        Method::PUT,
+        &format!("/v1/aws-accounts/{link_id}/role"),
+        Some(&org.key),
+        None,
+        Some(&json!({"role_arn": role})),
+    )
+    .await
+}
+
+async fn problem_code(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_role_without_the_external_id_condition_is_insecure_and_never_used() {
+    let aws = Aws::start().await.unwrap();
+    for db in TestDb::all().unwrap() {
+        let customer = aws.customer().await.unwrap();
+        let app = spawn_flow_app(db, &aws, 1).await;
+        let org = app.create_org("Acme").await;
+        let created = app
+            .create_link(&org, Some(customer.account_id()), "provisioning")
+            .await;
+        let link_id = created["id"].as_str().unwrap().to_owned();
+        // Trusts the SaaS principal, but with no sts:ExternalId condition.
+        let open = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+            "Principal": {"AWS": aws.saas_principal_arn()}, "Action": "sts:AssumeRole"}]});
+        let role = customer
+            .create_role("xrole-open", &open.to_string(), 3600)
+            .await
+            .unwrap();
+        let res = put_role(&app, &org, &link_id, &role).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let link = app.settled_link(&org, &link_id).await;
+        assert_eq!(link["state"], "insecure", "{link}");
+        assert_eq!(link["last_verification_result"], "insecure");
+        assert!(
+            link["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("sts:ExternalId"),
+            "{link}"
+        );
+
+        let res = app
+            .post(
+                &format!("/v1/aws-accounts/{link_id}/vpcs"),
+                &org.key,
+                &json!({"name": "prod", "cidr_block": "10.0.0.0/16", "availability_zones": ["us-east-1a"]}),
+            )
+            .await;
+        let (status, v) = problem_code(res).await;
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (409, Some("link_not_active")),
+            "{v}"
+        );
+        // The only jobs are verifications: nothing was provisioned.
+        let jobs = app.get_json("/v1/jobs", &org.key).await;
+        assert!(
+            jobs["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|j| j["kind"] == "verify_link")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_role_in_another_account_is_rejected() {
+    let aws = Aws::start().await.unwrap();
+    let db = TestDb::sqlite().unwrap();
+    let customer = aws.customer().await.unwrap();
+    let other = aws.customer().await.unwrap();
+    let app = spawn_flow_app(db, &aws, 1).await;
+    let org = app.create_org("Acme").await;
+    let created = app
+        .create_link(&org, Some(customer.account_id()), "provisioning")
+        .await;
+    let link_id = created["id"].as_str().unwrap().to_owned();
+    let external_id = created["external_id"].as_str().unwrap();
+    let role = other
+        .create_xrole_role("xrole", &aws.saas_principal_arn(), external_id)
+        .await
+        .unwrap();
+    let (status, v) = problem_code(put_role(&app, &org, &link_id, &role).await).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["field"], "role_arn");
+    let link = app
+        .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
+        .await;
+    assert_eq!(link["state"], "pending");
+    assert!(link["role_arn"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_only_link_refuses_provisioning_and_requests_are_validated() {
+    let aws = Aws::start().await.unwrap();
+    for db in TestDb::all().unwrap() {
+        let customer = aws.customer().await.unwrap();
+        let app = spawn_flow_app(db, &aws, 1).await;
+        let org = app.create_org("Acme").await;
+
+        // A read-only link, verified active.
+        let ro = app.create_link(&org, None, "read_only").await;
+        let ro_id = ro["id"].as_str().unwrap().to_owned();
+        let role = customer
+            .create_xrole_role(
+                "xrole-ro",
+                &aws.saas_principal_arn(),
+                ro["external_id"].as_str().unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            put_role(&app, &org, &ro_id, &role).await.status(),
+            StatusCode::ACCEPTED
+        );
+        let link = app.settled_link(&org, &ro_id).await;
+        assert_eq!(link["state"], "active", "{link}");
+        assert_eq!(
+            link["aws_account_id"],
+            customer.account_id(),
+            "learned from the role"
+        );
+        let vpc = json!({"name": "prod", "cidr_block": "10.0.0.0/16", "availability_zones": ["us-east-1a"]});
+        let (status, v) = problem_code(
+            app.post(&format!("/v1/aws-accounts/{ro_id}/vpcs"), &org.key, &vpc)
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (409, Some("link_read_only")),
+            "{v}"
+        );
+
+        // A provisioning link: bad plans are refused up front, naming the field.
+        let rw = app
+            .create_link(&org, Some(customer.account_id()), "provisioning")
+            .await;
+        let rw_id = rw["id"].as_str().unwrap().to_owned();
+        let role = customer
+            .create_xrole_role(
+                "xrole-rw",
+                &aws.saas_principal_arn(),
+                rw["external_id"].as_str().unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            put_role(&app, &org, &rw_id, &role).await.status(),
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(app.settled_link(&org, &rw_id).await["state"], "active");
+        let path = format!("/v1/aws-accounts/{rw_id}/vpcs");
+        // Idempotency-Key is required.
+        let res = app
+            .request(Method::POST, &path, Some(&org.key), None, Some(&vpc))
+            .await;
+        let (status, v) = problem_code(res).await;
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (400, Some("idempotency_key_required"))
+        );
+        for (body, field) in [
+            (
+                json!({"name": "prod", "cidr_block": "8.8.0.0/16", "availability_zones": ["us-east-1a"]}),
+                "cidr_block",
+            ),
+            (
+                json!({"name": "prod", "cidr_block": "10.0.0.0/33", "availability_zones": ["us-east-1a"]}),
+                "cidr_block",
+            ),
+            (
+                json!({"name": "prod", "cidr_block": "10.0.0.0/16", "availability_zones": ["eu-west-1a"]}),
+                "availability_zones",
+            ),
+            (
+                json!({"name": "prod", "cidr_block": "10.0.0.0/16", "availability_zones": []}),
+                "availability_zones",
+            ),
+            (
+                json!({"name": "Prod!", "cidr_block": "10.0.0.0/16", "availability_zones": ["us-east-1a"]}),
+                "name",
+            ),
+        ] {
+            let (status, v) = problem_code(app.post(&path, &org.key, &body).await).await;
+            assert_eq!(status, 422, "{body}: {v}");
+            assert_eq!(v["field"], field, "{body}: {v}");
+        }
+        let bad_vpc = json!({"name": "web", "vpc_id": uuid::Uuid::now_v7().to_string(), "instance_type": "t3.micro"});
+        let (status, v) = problem_code(
+            app.post(
+                &format!("/v1/aws-accounts/{rw_id}/instances"),
+                &org.key,
+                &bad_vpc,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!((status, v["field"].as_str()), (422, Some("vpc_id")), "{v}");
+        let bad_engine = json!({"name": "main", "vpc_id": "vpc-123", "engine": "oracle",
+            "instance_class": "db.t3.micro", "allocated_storage_gb": 20});
+        let (status, _) = problem_code(
+            app.post(
+                &format!("/v1/aws-accounts/{rw_id}/databases"),
+                &org.key,
+                &bad_engine,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 422);
+        let jobs = app.get_json("/v1/jobs", &org.key).await;
+        assert!(
+            jobs["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|j| j["kind"] == "verify_link"),
+            "no job for refused requests"
+        );
+
+        // Another organization sees none of it.
+        let other = app.create_org("Other").await;
+        for path in [
+            format!("/v1/aws-accounts/{rw_id}"),
+            format!("/v1/aws-accounts/{rw_id}/resources"),
+        ] {
+            let res = app
+                .request(Method::GET, &path, Some(&other.key), None, None)
+                .await;
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+        let res = app.post(&path, &other.key, &vpc).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+}
