@@ -1062,3 +1062,108 @@ fn sqlite_connections_use_wal_busy_timeout_and_foreign_keys() {
     }
     assert!(db.sqlite_path().unwrap().exists());
 }
+
+#[test]
+fn deleting_an_organization_removes_its_tenant_data() {
+    each_backend(|_, conn| {
+        let org = org(conn, "leaving");
+        let stays = crate::org(conn, "stays");
+        let keyring = Keyring::generate()?;
+        let email: Email = "a@example.com".parse()?;
+        let user = users::create(
+            conn,
+            org,
+            &NewUser {
+                email: &email,
+                display_name: "A",
+                role: UserRole::Admin,
+                password_hash: None,
+            },
+            T0,
+        )?;
+        let token = ApiKey::generate();
+        api_keys::create(
+            conn,
+            org,
+            &api_keys::NewApiKey {
+                key_id: token.key_id(),
+                key_hash: &[1; 32],
+                name: "k",
+                owner: Some(user.id),
+                expires_ms: None,
+            },
+            T0,
+        )?;
+        let (link, _, _) = new_link(conn, &keyring, org, "l");
+        let (other_link, _, _) = new_link(conn, &keyring, stays, "other");
+        let job = jobs::enqueue(
+            conn,
+            org,
+            &NewJob {
+                link: Some(link),
+                kind: "k",
+                payload: &json!({}),
+                max_attempts: 1,
+            },
+            T0,
+        )?;
+        let c = jobs::claim(conn, "w", 1_000, T0)?.unwrap();
+        jobs::record_intent(conn, &c.lease, "vpc", &json!({}), T0)?;
+        let tags = BTreeMap::new();
+        let vpc = resources::create(
+            conn,
+            org,
+            &NewResource {
+                link,
+                job: Some(job.id),
+                kind: "vpc",
+                aws_id: "vpc-1",
+                region: "r",
+                parent: None,
+                state: ResourceState::Available,
+                tags: &tags,
+            },
+            T0,
+        )?;
+        resources::create(
+            conn,
+            org,
+            &NewResource {
+                link,
+                job: Some(job.id),
+                kind: "subnet",
+                aws_id: "subnet-1",
+                region: "r",
+                parent: Some(vpc.id),
+                state: ResourceState::Available,
+                tags: &tags,
+            },
+            T0,
+        )?;
+        let scope = IdempotencyScope {
+            principal: "p",
+            method: "POST",
+            route: "/r",
+            key: "k",
+        };
+        idempotency::begin(conn, org, &scope, &[1], 1_000, T0)?;
+
+        orgs::delete(conn, org)?;
+        assert!(matches!(
+            users::get(conn, org, user.id),
+            Err(Error::NotFound)
+        ));
+        assert!(api_keys::find_for_auth(conn, token.key_id())?.is_none());
+        assert!(matches!(links::get(conn, org, link), Err(Error::NotFound)));
+        assert!(matches!(jobs::get(conn, org, job.id), Err(Error::NotFound)));
+        assert!(
+            resources::list(conn, org, None, &PageRequest::default())?
+                .items
+                .is_empty()
+        );
+        assert_eq!(idempotency::count(conn, org)?, 0);
+        // The other organization keeps its link.
+        assert_eq!(links::get(conn, stays, other_link)?.name, "other");
+        Ok(())
+    });
+}
