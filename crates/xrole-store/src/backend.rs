@@ -120,10 +120,18 @@ fn configure(conn: &mut Conn) -> Result<()> {
 
 /// The r2d2 connection manager behind [`Pool`]: opens the backend the URL
 /// names.
-#[derive(Debug)]
 pub struct Manager {
     backend: Backend,
+    // May hold a password (`postgres://user:pass@…`): never printed.
     target: String,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -296,6 +304,11 @@ mod tests {
             parse_url("/tmp/x.db").unwrap(),
             (Backend::Sqlite, "/tmp/x.db".to_owned())
         );
+        let m = Manager {
+            backend: Backend::Postgres,
+            target: "postgres://u:hunter2@h/x".into(),
+        };
+        assert!(!format!("{m:?}").contains("hunter2"));
         for bad in ["", "sqlite://", "mysql://h/x"] {
             assert!(
                 matches!(parse_url(bad), Err(Error::UnsupportedUrl)),
