@@ -1,0 +1,405 @@
+//! Several `xrole` processes on one PostgreSQL: idempotent job creation
+//! across replicas, and a killed worker's job resumed by another process
+//! without duplicate resources.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../flow/support.rs"]
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_credential_types::provider::ProvideCredentials;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use xrole_testkit::{Aws, TestDb, free_port};
+
+use crate::support::OPERATOR_TOKEN;
+
+/// One `xrole serve` or `xrole worker` child process.
+struct Proc {
+    child: tokio::process::Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    db_url: String,
+    env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    async fn new(aws: &Aws, db: &TestDb) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = dir.path().join("xrole.keyring");
+        xrole_crypto::Keyring::generate()
+            .unwrap()
+            .write_file(&keyring)
+            .unwrap();
+        let creds = aws
+            .saas_config()
+            .credentials_provider()
+            .unwrap()
+            .provide_credentials()
+            .await
+            .unwrap();
+        let env = vec![
+            ("XROLE_DATABASE_URL", db.url().to_owned()),
+            ("XROLE_KEYRING_FILE", keyring.display().to_string()),
+            ("XROLE_OPERATOR_TOKEN", OPERATOR_TOKEN.to_owned()),
+            ("XROLE_RATE_LIMIT_PER_SECOND", "0".to_owned()),
+            ("XROLE_ASSUME_PROPAGATION_SECONDS", "3".to_owned()),
+            ("XROLE_JOB_LEASE_SECONDS", "4".to_owned()),
+            ("XROLE_JOB_POLL_MILLISECONDS", "100".to_owned()),
+            ("XROLE_EXECUTOR_POLL_MILLISECONDS", "200".to_owned()),
+            ("AWS_ENDPOINT_URL", aws.endpoint()),
+            ("AWS_ACCESS_KEY_ID", creds.access_key_id().to_owned()),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                creds.secret_access_key().to_owned(),
+            ),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Cluster {
+            dir,
+            db_url: db.url().to_owned(),
+            env,
+        }
+    }
+
+    fn spawn(&self, name: &str, args: &[&str], port: Option<u16>, workers: usize) -> Proc {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_xrole"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("XROLE_WORKERS", workers.to_string())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .kill_on_drop(true);
+        let base = match port {
+            Some(p) => {
+                cmd.env("XROLE_LISTEN", format!("127.0.0.1:{p}"));
+                cmd.env("XROLE_PUBLIC_URL", format!("http://127.0.0.1:{p}"));
+                format!("http://127.0.0.1:{p}")
+            }
+            None => String::new(),
+        };
+        let _ = &self.db_url;
+        Proc {
+            child: cmd.spawn().unwrap(),
+            base,
+            log,
+        }
+    }
+
+    /// `xrole serve` on a free port, once it answers /readyz.
+    async fn serve(&self, name: &str, workers: usize) -> Proc {
+        let port = free_port().unwrap();
+        let p = self.spawn(name, &["serve"], Some(port), workers);
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = client.get(format!("{}/readyz", p.base)).send().await
+                && r.status().is_success()
+            {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name} did not start: {}", p.log());
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    key: String,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: Method,
+        url: String,
+        idem: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut r = self.http.request(method, url).bearer_auth(&self.key);
+        if let Some(k) = idem {
+            r = r.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn wait<F: Fn(&Value) -> bool>(&self, url: String, done: F) -> Value {
+        for _ in 0..1200 {
+            let (status, v) = self.call(Method::GET, url.clone(), None, None).await;
+            assert_eq!(status, 200, "{v}");
+            if done(&v) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{url} never reached the expected state");
+    }
+}
+
+/// Creates an org on `p`, an active provisioning link, and returns both.
+async fn org_and_active_link(
+    aws: &Aws,
+    customer: &xrole_testkit::CustomerAccount,
+    p: &Proc,
+) -> (Client, String) {
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/v1/organizations", p.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"name": "Acme", "admin_email": "admin@acme.example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let v: Value = res.json().await.unwrap();
+    let client = Client {
+        http,
+        key: v["api_key"]["token"].as_str().unwrap().to_owned(),
+    };
+    let (status, link) = client
+        .call(
+            Method::POST,
+            format!("{}/v1/aws-accounts", p.base),
+            Some("link-1"),
+            Some(
+                &json!({"name": "prod", "access_level": "provisioning", "region": "us-east-1",
+                         "aws_account_id": customer.account_id()}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{link}");
+    let link_id = link["id"].as_str().unwrap().to_owned();
+    let role = customer
+        .create_xrole_role(
+            "xrole",
+            &aws.saas_principal_arn(),
+            link["external_id"].as_str().unwrap(),
+        )
+        .await
+        .unwrap();
+    let (status, _) = client
+        .call(
+            Method::PUT,
+            format!("{}/v1/aws-accounts/{link_id}/role", p.base),
+            None,
+            Some(&json!({"role_arn": role})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let link = client
+        .wait(format!("{}/v1/aws-accounts/{link_id}", p.base), |v| {
+            v["state"] != "pending" && v["state"] != "verifying"
+        })
+        .await;
+    assert_eq!(link["state"], "active", "{link}");
+    (client, link_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_server_processes_make_one_job_from_twenty_duplicate_posts() {
+    let Some(db) = TestDb::postgres().unwrap() else {
+        return;
+    };
+    let aws = Aws::start().await.unwrap();
+    let customer = aws.customer().await.unwrap();
+    let cluster = Cluster::new(&aws, &db).await;
+    let a = cluster.serve("a", 1).await;
+    let b = cluster.serve("b", 1).await;
+    let (client, link_id) = org_and_active_link(&aws, &customer, &a).await;
+
+    let body = json!({"name": "prod", "cidr_block": "10.30.0.0/16", "availability_zones": ["us-east-1a", "us-east-1b"]});
+    let calls = (0..20).map(|i| {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        client.call(
+            Method::POST,
+            format!("{base}/v1/aws-accounts/{link_id}/vpcs"),
+            Some("vpc-prod-1"),
+            Some(&body),
+        )
+    });
+    let answers = futures::future::join_all(calls).await;
+    let mut job_ids: Vec<String> = Vec::new();
+    for (status, v) in &answers {
+        match status {
+            202 => job_ids.push(v["id"].as_str().unwrap().to_owned()),
+            409 => assert_eq!(v["code"], "idempotency_key_in_use", "{v}"),
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert!(!job_ids.is_empty());
+    job_ids.dedup();
+    assert_eq!(
+        job_ids.len(),
+        1,
+        "every 202 names the same job: {answers:?}"
+    );
+    let (_, jobs) = client
+        .call(
+            Method::GET,
+            format!("{}/v1/jobs?limit=200", b.base),
+            None,
+            None,
+        )
+        .await;
+    let vpc_jobs: Vec<&Value> = jobs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "provision_vpc")
+        .collect();
+    assert_eq!(vpc_jobs.len(), 1, "{jobs}");
+
+    // One of the two processes runs it; one VPC exists.
+    let job = client
+        .wait(format!("{}/v1/jobs/{}", b.base, job_ids[0]), |v| {
+            v["state"] == "succeeded" || v["state"] == "failed"
+        })
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{}\n{}", a.log(), b.log());
+    let live = support::tagged_resources(&customer.admin_config(), &link_id).await;
+    assert_eq!(
+        live.iter().filter(|r| r.starts_with("vpc-")).count(),
+        1,
+        "{live:?}"
+    );
+    assert_eq!(aws.gate().count("CreateVpc"), 1);
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_worker_process_job_completes_elsewhere_without_duplicates() {
+    let Some(db) = TestDb::postgres().unwrap() else {
+        return;
+    };
+    let aws = Aws::start().await.unwrap();
+    let customer = aws.customer().await.unwrap();
+    let cluster = Cluster::new(&aws, &db).await;
+    // The API without workers; workers in their own processes.
+    let api = cluster.serve("api", 0).await;
+    let w1 = cluster.spawn("worker-1", &["worker"], None, 1);
+    let (client, link_id) = org_and_active_link(&aws, &customer, &api).await;
+
+    let (status, vpc_job) = client
+        .call(
+            Method::POST,
+            format!("{}/v1/aws-accounts/{link_id}/vpcs", api.base),
+            Some("vpc-1"),
+            Some(&json!({"name": "prod", "cidr_block": "10.40.0.0/16", "availability_zones": ["us-east-1a", "us-east-1b"]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{vpc_job}");
+    let vpc_job = client
+        .wait(
+            format!("{}/v1/jobs/{}", api.base, vpc_job["id"].as_str().unwrap()),
+            |v| v["state"] == "succeeded" || v["state"] == "failed",
+        )
+        .await;
+    assert_eq!(vpc_job["state"], "succeeded", "{vpc_job}");
+    let vpc_id = vpc_job["resources"][0]["id"].as_str().unwrap().to_owned();
+
+    // Slow RunInstances down, and kill the worker while it is in flight.
+    aws.gate()
+        .delay(Some("RunInstances"), Duration::from_secs(2));
+    let (status, job) = client
+        .call(
+            Method::POST,
+            format!("{}/v1/aws-accounts/{link_id}/instances", api.base),
+            Some("web-1"),
+            Some(
+                &json!({"name": "web", "vpc_id": vpc_id, "instance_type": "t3.micro", "count": 3}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let running = client
+        .wait(format!("{}/v1/jobs/{job_id}", api.base), |v| {
+            v["progress"]["current_step"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("instance/"))
+        })
+        .await;
+    assert_eq!(running["state"], "running");
+    let mut w1 = w1;
+    w1.child.start_kill().unwrap();
+    let _ = w1.child.wait().await;
+    aws.gate().delay(Some("RunInstances"), Duration::ZERO);
+
+    // Another worker process takes the job over once the lease expires.
+    let w2 = cluster.spawn("worker-2", &["worker"], None, 1);
+    let done = client
+        .wait(format!("{}/v1/jobs/{job_id}", api.base), |v| {
+            v["state"] == "succeeded" || v["state"] == "failed"
+        })
+        .await;
+    assert_eq!(
+        done["state"],
+        "succeeded",
+        "{done}\n{}\n{}",
+        w1.log(),
+        w2.log()
+    );
+    assert_eq!(
+        done["attempts"], 2,
+        "claimed by the killed worker, then by the second"
+    );
+    assert_eq!(done["resources"].as_array().unwrap().len(), 3, "{done}");
+
+    // Exactly three instances of this job exist in the account.
+    let ec2 = aws_sdk_ec2::Client::new(&customer.admin_config());
+    let filter = aws_sdk_ec2::types::Filter::builder()
+        .name("tag:xrole:job")
+        .values(&job_id)
+        .build();
+    let out = ec2
+        .describe_instances()
+        .filters(filter)
+        .send()
+        .await
+        .unwrap();
+    let live: Vec<String> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            i.state().and_then(|s| s.name())
+                != Some(&aws_sdk_ec2::types::InstanceStateName::Terminated)
+        })
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect();
+    assert_eq!(live.len(), 3, "no duplicates: {live:?}");
+    let calls = aws.gate().count("RunInstances");
+    assert!((3..=6).contains(&calls), "RunInstances calls: {calls}");
+    drop((api, w2));
+}
