@@ -1,0 +1,345 @@
+"""The flow of scripts/demo, step by step. Talks to xrole over HTTP as a
+client would, and to the emulated AWS accounts with boto3."""
+
+import argparse
+import http.client
+import http.server
+import json
+import os
+import pathlib
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+OPERATOR_TOKEN = "demo-operator-token-" + uuid.uuid4().hex
+STEP = [0]
+
+
+def step(title, proves=None):
+    STEP[0] += 1
+    print(f"\n[{STEP[0]:2}] {title}", flush=True)
+    if proves:
+        print(f"     proves: {proves}", flush=True)
+
+
+def say(msg):
+    print(f"     {msg}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port, path, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"process exited early with {proc.returncode}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", path)
+            if c.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"nothing answered on 127.0.0.1:{port}{path}")
+
+
+def aws(service, endpoint, creds):
+    return boto3.client(
+        service, region_name=REGION, endpoint_url=endpoint,
+        config=Config(retries={"total_max_attempts": 1}),
+        aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds.get("SessionToken"))
+
+
+def admin_creds(moto, account):
+    """Emulator-only: an admin session in `account` (moto places an AssumeRole
+    session in the account the role ARN names)."""
+    boot = {"AccessKeyId": "AKIADEMOBOOTSTRAP000", "SecretAccessKey": "boot"}
+    return aws("sts", moto, boot).assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/demo-admin", RoleSessionName="admin")["Credentials"]
+
+
+class Xrole:
+    def __init__(self, port):
+        self.port = port
+
+    def call(self, method, path, body=None, token=None, idem=False, expect=(200, 201, 202, 204)):
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        if idem:
+            headers["idempotency-key"] = str(uuid.uuid4())
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        c.request(method, path, body=json.dumps(body) if body is not None else None,
+                  headers=headers)
+        r = c.getresponse()
+        raw = r.read()
+        if r.status not in expect:
+            raise SystemExit(f"{method} {path} answered {r.status}: {raw.decode(errors='replace')}")
+        return json.loads(raw) if raw and r.getheader("content-type", "").find("json") >= 0 else raw
+
+    def poll(self, path, token, done, timeout=180):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = self.call("GET", path, token=token)
+            if done(v):
+                return v
+            time.sleep(0.3)
+        raise SystemExit(f"timed out waiting on {path}: {v}")
+
+    def job(self, job, token, what):
+        say(f"job {job['id']} ({job['kind']}) queued")
+        j = self.poll(f"/v1/jobs/{job['id']}", token,
+                      lambda j: j["state"] in ("succeeded", "failed", "cancelled"))
+        if j["state"] != "succeeded":
+            raise SystemExit(f"{what} failed: {j}")
+        say(f"job {j['state']}: {j['progress']['done']}/{j['progress']['total']} steps, "
+            f"{len(j['resources'])} resource(s)")
+        return j
+
+
+class Bucket(http.server.BaseHTTPRequestHandler):
+    """Stands in for CloudFormation's response URL."""
+    answers = []
+
+    def do_PUT(self):
+        Bucket.answers.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def run_lambda(python, kind, link, stack_id, role_arn, function_arn, bucket_url):
+    """The template's own Lambda source, run as Lambda would (the emulator
+    needs Docker to run it itself)."""
+    p = link["onboarding"]["parameters"]
+    event = {
+        "RequestType": kind, "ServiceToken": function_arn, "ResponseURL": bucket_url,
+        "StackId": stack_id, "RequestId": str(uuid.uuid4()), "LogicalResourceId": "Callback",
+        "ResourceType": "Custom::XroleCallback",
+        "ResourceProperties": {"ServiceToken": function_arn, "LinkId": p["LinkId"],
+                               "CallbackUrl": p["CallbackUrl"], "CallbackSecret": p["CallbackSecret"],
+                               "RoleArn": role_arn, "AccessLevel": p["AccessLevel"]},
+    }
+    if kind != "Create":
+        event["PhysicalResourceId"] = f"xrole-link-{p['LinkId']}"
+    subprocess.run([python, str(ROOT / "cloudformation/tests/run_callback.py"),
+                    str(ROOT / "cloudformation/xrole-role.yaml")],
+                   input=json.dumps(event).encode(), check=True, capture_output=True,
+                   env=dict(os.environ, XROLE_CALLBACK_RETRY_SECONDS="5"))
+    return Bucket.answers[-1]
+
+
+def tagged(ec2, rds, link_id):
+    f = [{"Name": "tag:xrole:link", "Values": [link_id]}]
+    out = [v["VpcId"] for v in ec2.describe_vpcs(Filters=f)["Vpcs"]]
+    out += [s["SubnetId"] for s in ec2.describe_subnets(Filters=f)["Subnets"]]
+    for r in ec2.describe_instances(Filters=f)["Reservations"]:
+        out += [i["InstanceId"] for i in r["Instances"]
+                if i["State"]["Name"] not in ("terminated", "shutting-down")]
+    for d in rds.describe_db_instances()["DBInstances"]:
+        tags = {t["Key"]: t["Value"] for t in d.get("TagList", [])}
+        if tags.get("xrole:link") == link_id:
+            out.append(d["DBInstanceIdentifier"])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    args = ap.parse_args()
+    python = sys.executable
+    work = tempfile.mkdtemp(prefix="xrole-demo-")
+    procs = []
+    bucket = None
+    try:
+        step("Start the AWS emulator (moto) and the STS gate in front of it",
+             "the gate decides AssumeRole like AWS: trust policy, principal, sts:ExternalId")
+        moto_port = free_port()
+        moto = subprocess.Popen([python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(moto)
+        wait_http(moto_port, "/moto-api/", moto)
+        moto_url = f"http://127.0.0.1:{moto_port}"
+        gate = subprocess.Popen([os.path.join(args.bin_dir, "xrole-testkit"), "gate",
+                                 "--upstream", moto_url, "--listen", "127.0.0.1:0",
+                                 "--stop-on-stdin-eof"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(gate)
+        gate_url = gate.stdout.readline().split(" listening on ")[1].split()[0]
+        say(f"moto at {moto_url}, gate at {gate_url}")
+
+        saas_account, customer_account = (str(n) for n in random.sample(range(10**11, 10**12), 2))
+        step(f"The SaaS identity: IAM user xrole-saas in account {saas_account}",
+             "xrole runs with its own credentials only; customers never hand over keys")
+        iam = aws("iam", moto_url, admin_creds(moto_url, saas_account))
+        saas_arn = iam.create_user(UserName="xrole-saas")["User"]["Arn"]
+        key = iam.create_access_key(UserName="xrole-saas")["AccessKey"]
+        say(saas_arn)
+        customer = admin_creds(moto_url, customer_account)
+        say(f"the customer's account: {customer_account}")
+
+        step("Start `xrole serve --dev` on SQLite",
+             "no keyring configured: --dev creates one in a 0600 file and says so")
+        port = free_port()
+        env = dict(os.environ, AWS_ENDPOINT_URL=gate_url, AWS_REGION=REGION,
+                   AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"],
+                   XROLE_LISTEN=f"127.0.0.1:{port}", XROLE_PUBLIC_URL=f"http://127.0.0.1:{port}",
+                   XROLE_DATABASE_URL=os.path.join(work, "xrole.db"),
+                   XROLE_OPERATOR_TOKEN=OPERATOR_TOKEN, XROLE_EXECUTOR_POLL_MILLISECONDS="50",
+                   XROLE_JOB_POLL_MILLISECONDS="50", RUST_LOG="warn")
+        env.pop("AWS_PROFILE", None)
+        log = open(os.path.join(work, "server.log"), "w")
+        server = subprocess.Popen([os.path.join(args.bin_dir, "xrole"), "serve", "--dev"],
+                                  cwd=work, env=env, stdout=log, stderr=log)
+        procs.append(server)
+        wait_http(port, "/healthz", server)
+        api = Xrole(port)
+        say(f"listening on 127.0.0.1:{port}; /readyz: {api.call('GET', '/readyz')}")
+
+        step("Create an organization (operator token) with its first admin and API key")
+        org = api.call("POST", "/v1/organizations",
+                       {"name": "Acme", "admin_email": "admin@acme.example"}, token=OPERATOR_TOKEN)
+        token = org["api_key"]["token"]
+        say(f"organization {org['organization']['id']}, key {token[:8]}… (shown once)")
+
+        step("Link an AWS account: POST /v1/aws-accounts (Idempotency-Key required)",
+             "the server generates the External ID and a callback secret, both stored sealed")
+        link = api.call("POST", "/v1/aws-accounts",
+                        {"name": "acme-prod", "aws_account_id": customer_account,
+                         "access_level": "provisioning"}, token=token, idem=True)
+        say(f"link {link['id']} is {link['state']}; External ID {link['external_id']}")
+        say(f"quick-create URL: {link['onboarding']['quick_create_url'][:110]}…")
+        assert link["onboarding"]["parameters"]["SaasPrincipalArn"] == saas_arn
+
+        step("The customer deploys the stack (CloudFormation in their account)",
+             "the role trusts exactly the SaaS principal, and only with the External ID")
+        template = api.call("GET", "/v1/cloudformation/xrole-role.yaml")
+        cfn = aws("cloudformation", gate_url, customer)
+        params = [{"ParameterKey": k, "ParameterValue": v}
+                  for k, v in link["onboarding"]["parameters"].items() if v]
+        stack_id = cfn.create_stack(StackName=link["onboarding"]["stack_name"],
+                                    TemplateBody=template.decode(), Parameters=params,
+                                    Capabilities=["CAPABILITY_NAMED_IAM"])["StackId"]
+        res = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+               for r in cfn.describe_stack_resources(StackName=stack_id)["StackResources"]}
+        role_arn = aws("iam", gate_url, customer).get_role(RoleName=res["Role"])["Role"]["Arn"]
+        function_arn = f"arn:aws:lambda:{REGION}:{customer_account}:function:{res['CallbackFunction']}"
+        say(f"role {role_arn}")
+
+        step("Confused deputy check: the SaaS assumes the role WITHOUT the External ID",
+             "the trust policy refuses it (the gate enforces what AWS enforces)")
+        sts = aws("sts", gate_url, {"AccessKeyId": key["AccessKeyId"],
+                                     "SecretAccessKey": key["SecretAccessKey"]})
+        try:
+            sts.assume_role(RoleArn=role_arn, RoleSessionName="no-external-id")
+            raise SystemExit("the role is open without the External ID")
+        except ClientError as e:
+            say(f"refused: {e.response['Error']['Code']}")
+
+        step("The stack's Lambda sends the signed callback (Standard Webhooks HMAC)",
+             "the server verifies the signature, then verifies the role itself")
+        bport = free_port()
+        bucket = http.server.ThreadingHTTPServer(("127.0.0.1", bport), Bucket)
+        threading.Thread(target=bucket.serve_forever, daemon=True).start()
+        answer = run_lambda(python, "Create", link, stack_id, role_arn, function_arn,
+                            f"http://127.0.0.1:{bport}/response")
+        say(f"CloudFormation was told: {answer['Status']}")
+        v = api.poll(f"/v1/aws-accounts/{link['id']}", token,
+                     lambda v: v["state"] not in ("pending", "verifying"))
+        say(f"link is {v['state']} (verification: {v['last_verification_result']})")
+        if v["state"] != "active":
+            raise SystemExit(f"link not active: {v}")
+
+        base = f"/v1/aws-accounts/{link['id']}"
+        step("Provision a VPC: 2 zones, public + private subnets, internet gateway, routes",
+             "202 + a job; a worker runs it on a short-lived customer session")
+        j = api.job(api.call("POST", f"{base}/vpcs", {"name": "prod", "cidr_block": "10.20.0.0/16",
+                                                      "availability_zones": ["us-east-1a", "us-east-1b"]},
+                             token=token, idem=True), token, "the VPC")
+        vpc = j["resources"][0]
+
+        step("Provision 2 EC2 instances and an RDS PostgreSQL database in that VPC",
+             "IMDSv2, encrypted volumes; RDS keeps the master password in the customer's Secrets Manager")
+        ij = api.call("POST", f"{base}/instances", {"name": "web", "vpc_id": vpc["id"],
+                                                    "instance_type": "t3.micro", "count": 2},
+                      token=token, idem=True)
+        dj = api.call("POST", f"{base}/databases", {"name": "main", "vpc_id": vpc["id"],
+                                                    "engine": "postgres", "instance_class": "db.t3.micro",
+                                                    "allocated_storage_gb": 20}, token=token, idem=True)
+        api.job(ij, token, "the instances")
+        api.job(dj, token, "the database")
+
+        step("Inspect the customer's account with their own admin credentials",
+             "every resource is there, tagged xrole:managed-by=xrole; none in the SaaS account")
+        ec2c, rdsc = aws("ec2", moto_url, customer), aws("rds", moto_url, customer)
+        live = tagged(ec2c, rdsc, link["id"])
+        say(f"customer account: {len(live)} tagged resources: {', '.join(sorted(live))}")
+        saas_creds = {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
+        ours = tagged(aws("ec2", moto_url, saas_creds), aws("rds", moto_url, saas_creds), link["id"])
+        say(f"SaaS account: {len(ours)} tagged resources")
+        if not live or ours:
+            raise SystemExit("resources are not where they belong")
+        audit = api.call("GET", "/v1/audit-events?limit=200", token=token)["data"]
+        assumes = [e for e in audit if e["action"] == "aws.assume_role"]
+        say(f"audit trail: {len(audit)} events, {len(assumes)} AssumeRole "
+            f"(session names like {assumes[0]['details']['session_name']})")
+
+        step("Tear it all down: DELETE /v1/resources/{vpc}?cascade=true",
+             "children first (instances, database), then the network; nothing tagged remains")
+        api.job(api.call("DELETE", f"/v1/resources/{vpc['id']}?cascade=true", token=token),
+                token, "teardown")
+        left = tagged(ec2c, rdsc, link["id"])
+        say(f"tagged resources left in the customer account: {len(left)}")
+        if left:
+            raise SystemExit(f"left behind: {left}")
+
+        step("The customer deletes the stack: the Delete callback disconnects the link")
+        run_lambda(python, "Delete", link, stack_id, role_arn, function_arn,
+                   f"http://127.0.0.1:{bport}/response")
+        v = api.call("GET", f"/v1/aws-accounts/{link['id']}", token=token)
+        say(f"link is {v['state']}")
+        log.flush()
+        logs = pathlib.Path(work, "server.log").read_text()
+        for secret in (token, link["onboarding"]["parameters"]["CallbackSecret"], key["SecretAccessKey"]):
+            if secret in logs:
+                raise SystemExit("a secret appeared in the server log")
+        say("no API key, callback secret or AWS secret appeared in the server log")
+        print("\nDemo complete: every step above held.", flush=True)
+    finally:
+        if bucket:
+            bucket.shutdown()
+        for p in reversed(procs):
+            if p.poll() is None:
+                if p.stdin:
+                    p.stdin.close()
+                p.terminate()
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
