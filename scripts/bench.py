@@ -1,0 +1,228 @@
+"""The server half of scripts/bench: starts servers, seeds data, runs wrk.
+
+Everything listens on 127.0.0.1 only; every process it starts is stopped at
+the end, and every PostgreSQL database it creates is dropped.
+"""
+
+import argparse
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+OPERATOR_TOKEN = "bench-operator-token-0123456789"
+PG_URL = os.environ.get("XROLE_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port, path, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", path)
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"nothing answered on 127.0.0.1:{port}{path}")
+
+
+class Api:
+    """A keep-alive JSON client."""
+
+    def __init__(self, port, token=None):
+        self.port, self.token = port, token
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call(self, method, path, body=None, token=None, headers=None):
+        h = {"content-type": "application/json"}
+        tok = token or self.token
+        if tok:
+            h["authorization"] = f"Bearer {tok}"
+        h.update(headers or {})
+        data = json.dumps(body).encode() if body is not None else None
+        self.conn.request(method, path, body=data, headers=h)
+        r = self.conn.getresponse()
+        raw = r.read()
+        if r.status >= 300:
+            raise RuntimeError(f"{method} {path} -> {r.status}: {raw[:300]!r}")
+        return json.loads(raw) if raw else None
+
+
+def create_org(port, i):
+    api = Api(port, OPERATOR_TOKEN)
+    return api.call("POST", "/v1/organizations",
+                    {"name": f"org {i}", "admin_email": f"admin{i}@example.com"})
+
+
+def seed(port, n, threads=8):
+    """n organizations, each with its admin and first API key."""
+    if n <= 0:
+        return
+    t0 = time.time()
+
+    def worker(chunk):
+        api = Api(port, OPERATOR_TOKEN)
+        for i in chunk:
+            api.call("POST", "/v1/organizations",
+                     {"name": f"seed {i}", "admin_email": f"seed{i}@example.com"})
+
+    chunks = [range(k, n, threads) for k in range(threads)]
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        list(ex.map(worker, chunks))
+    print(f"    seeded {n} organizations in {time.time() - t0:.0f} s", flush=True)
+
+
+def wrk(port, path, token, seconds, conns=64):
+    args = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    if token:
+        args += ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "errors": errors}
+
+
+class Server:
+    def __init__(self, bin_dir, db_url, workdir):
+        self.port = free_port()
+        keyring = os.path.join(workdir, f"keyring-{self.port}")
+        xrole = os.path.join(bin_dir, "xrole")
+        env = dict(os.environ,
+                   XROLE_LISTEN=f"127.0.0.1:{self.port}",
+                   XROLE_DATABASE_URL=db_url,
+                   XROLE_OPERATOR_TOKEN=OPERATOR_TOKEN,
+                   XROLE_PUBLIC_URL=f"http://127.0.0.1:{self.port}",
+                   XROLE_KEYRING_FILE=keyring,
+                   XROLE_SAAS_PRINCIPAL_ARN="arn:aws:iam::123456789012:role/xrole-saas",
+                   XROLE_RATE_LIMIT_PER_SECOND="0",
+                   RUST_LOG="warn")
+        subprocess.run([xrole, "keys", "generate", "--out", keyring], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        self.log = open(os.path.join(workdir, f"server-{self.port}.log"), "w")
+        self.proc = subprocess.Popen([xrole, "serve"], env=env, stdout=self.log, stderr=self.log)
+        wait_http(self.port, "/healthz")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def pg_admin(sql):
+    subprocess.run(["psql", PG_URL, "-qAtc", sql], check=True, stdout=subprocess.DEVNULL)
+
+
+def pg_url(name):
+    base, _, _ = PG_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+def measure_backend(args, backend, workdir, results):
+    scales = [1, 10_000] if args.quick else [1, 10_000, 100_000]
+    dbname = f"xrole_bench_{uuid.uuid4().hex[:12]}"
+    if backend == "postgres":
+        pg_admin(f"CREATE DATABASE {dbname}")
+        url = pg_url(dbname)
+    else:
+        url = f"sqlite://{os.path.join(workdir, dbname + '.db')}"
+    server = Server(args.bin_dir, url, workdir)
+    try:
+        org = create_org(server.port, "bench")
+        token = org["api_key"]["token"]
+        api = Api(server.port, token)
+        routes = {"GET /v1/organization (auth + 1 row)": "/v1/organization"}
+        try:
+            link = api.call("POST", "/v1/aws-accounts",
+                            {"name": "bench", "access_level": "read_only"},
+                            headers={"idempotency-key": str(uuid.uuid4())})
+            routes["GET /v1/aws-accounts/{id}"] = f"/v1/aws-accounts/{link['id']}"
+            routes["GET /v1/jobs"] = "/v1/jobs"
+        except RuntimeError as e:
+            print(f"    (AWS account routes unavailable: {e})", flush=True)
+        seeded = 1
+        for scale in scales:
+            seed(server.port, scale - seeded)
+            seeded = scale
+            for name, path in routes.items():
+                r = wrk(server.port, path, token, args.seconds)
+                results.append((backend, scale, name, r))
+                print(f"    {backend:8} {scale:>7} orgs  {name:40} {r['rps']:>9.0f} req/s  "
+                      f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  non-2xx {r['errors']}",
+                      flush=True)
+    finally:
+        server.stop()
+        if backend == "postgres":
+            pg_admin(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--bin-dir", required=True)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--seconds", type=int, default=None)
+    p.add_argument("--backends", default="sqlite,postgres")
+    args = p.parse_args()
+    if args.seconds is None:
+        args.seconds = 3 if args.quick else 10
+    workdir = tempfile.mkdtemp(prefix="xrole-bench-")
+    results = []
+    try:
+        print("==> ceiling: bare actix-web handler", flush=True)
+        port = free_port()
+        hello = subprocess.Popen([os.path.join(args.bin_dir, "examples", "bench_hello"),
+                                  f"127.0.0.1:{port}"])
+        try:
+            wait_http(port, "/hello")
+            ceiling = wrk(port, "/hello", None, args.seconds)
+            print(f"    hello {ceiling['rps']:.0f} req/s  p50 {ceiling['p50']:.2f} ms  "
+                  f"p99 {ceiling['p99']:.2f} ms", flush=True)
+        finally:
+            hello.terminate()
+            hello.wait()
+        for backend in args.backends.split(","):
+            print(f"==> xrole serve on {backend}", flush=True)
+            measure_backend(args, backend, workdir, results)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print()
+    print(f"| backend | orgs | route | req/s | vs bare handler | p50 ms | p99 ms | non-2xx |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print(f"| — | — | bare actix-web hello | {ceiling['rps']:.0f} | 1.00 | "
+          f"{ceiling['p50']:.2f} | {ceiling['p99']:.2f} | 0 |")
+    for backend, scale, name, r in results:
+        print(f"| {backend} | {scale} | {name} | {r['rps']:.0f} | {r['rps'] / ceiling['rps']:.2f} | "
+              f"{r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |")
+    failed = [r for *_, r in results if r["errors"]]
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
