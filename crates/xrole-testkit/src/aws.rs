@@ -44,7 +44,7 @@ impl Aws {
         let gate = Gate::start(&moto.endpoint(), ([127, 0, 0, 1], 0).into()).await?;
         let mut accounts = HashSet::new();
         let saas_account = fresh_account_id(&mut accounts);
-        let admin = admin_config(&moto.endpoint(), &saas_account).await?;
+        let (admin, _) = admin_config(&moto.endpoint(), &saas_account).await?;
         let iam = aws_sdk_iam::Client::new(&admin);
         let user = iam.create_user().user_name(SAAS_USER).send().await?;
         let saas_arn = user
@@ -120,8 +120,12 @@ impl Aws {
     pub async fn customer(&self) -> anyhow::Result<CustomerAccount> {
         let account_id =
             fresh_account_id(&mut self.accounts.lock().unwrap_or_else(PoisonError::into_inner));
-        let admin = admin_config(&self.moto.endpoint(), &account_id).await?;
-        Ok(CustomerAccount { account_id, admin })
+        let (admin, admin_credentials) = admin_config(&self.moto.endpoint(), &account_id).await?;
+        Ok(CustomerAccount {
+            account_id,
+            admin,
+            admin_credentials,
+        })
     }
 
     /// Faults, delays and counters of the gate.
@@ -135,6 +139,7 @@ impl Aws {
 pub struct CustomerAccount {
     account_id: String,
     admin: SdkConfig,
+    admin_credentials: Credentials,
 }
 
 impl CustomerAccount {
@@ -147,6 +152,12 @@ impl CustomerAccount {
     /// inspection neither count at the gate nor meet its faults.
     pub fn admin_config(&self) -> SdkConfig {
         self.admin.clone()
+    }
+
+    /// The admin credentials themselves: `aws.config_for(c.admin_credentials())`
+    /// is the same identity talking through the gate (counted, faultable).
+    pub fn admin_credentials(&self) -> Credentials {
+        self.admin_credentials.clone()
     }
 
     /// Creates a role with this trust policy and `MaxSessionDuration`; returns
@@ -237,7 +248,7 @@ fn fresh_account_id(taken: &mut HashSet<String>) -> String {
 /// Admin credentials in `account`: moto's `AssumeRole` places the session in
 /// the account named by the role ARN, so a session of `xrole-testkit-admin`
 /// acts there. The role is then created too, so the session's identity is real.
-async fn admin_config(moto: &str, account: &str) -> anyhow::Result<SdkConfig> {
+async fn admin_config(moto: &str, account: &str) -> anyhow::Result<(SdkConfig, Credentials)> {
     let bootstrap = sdk_config(
         moto,
         Credentials::new(
@@ -266,7 +277,7 @@ async fn admin_config(moto: &str, account: &str) -> anyhow::Result<SdkConfig> {
         None,
         "xrole-testkit-admin",
     );
-    let config = sdk_config(moto, creds);
+    let config = sdk_config(moto, creds.clone());
     let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
         "Action": "sts:AssumeRole"}]});
@@ -277,5 +288,5 @@ async fn admin_config(moto: &str, account: &str) -> anyhow::Result<SdkConfig> {
         .send()
         .await
         .with_context(|| format!("cannot create {ADMIN_ROLE} in {account}"))?;
-    Ok(config)
+    Ok((config, creds))
 }

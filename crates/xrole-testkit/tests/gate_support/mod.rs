@@ -4,7 +4,6 @@
 
 use aws_config::retry::RetryConfig;
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use xrole_testkit::{Aws, CustomerAccount};
 
@@ -53,14 +52,7 @@ pub fn session_sts(aws: &Aws, c: &aws_sdk_sts::types::Credentials) -> aws_sdk_st
 
 /// The admin identity of `customer`, but talking through the gate.
 pub async fn admin_through_gate(aws: &Aws, customer: &CustomerAccount) -> aws_config::SdkConfig {
-    let c = customer
-        .admin_config()
-        .credentials_provider()
-        .unwrap()
-        .provide_credentials()
-        .await
-        .unwrap();
-    aws.config_for(c)
+    aws.config_for(customer.admin_credentials())
 }
 
 /// Assumes `role` as the SaaS identity with the test External ID.
