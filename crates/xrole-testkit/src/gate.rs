@@ -649,7 +649,14 @@ impl State {
         }
         let mut ctx = Context::default();
         ctx.skip_external_id = skip_external_id;
-        ctx.set("aws:PrincipalArn", caller.principal_arn());
+        // For a role session, aws:PrincipalArn is the role's ARN, path included.
+        let mut principal_arn = caller.principal_arn();
+        if let policy::CallerKind::AssumedRole { role_name } = &caller.kind
+            && let Ok(Some(own_role)) = self.role(&caller.account, role_name).await
+        {
+            principal_arn = own_role.arn;
+        }
+        ctx.set("aws:PrincipalArn", principal_arn);
         ctx.set("aws:PrincipalAccount", caller.account.clone());
         ctx.set("sts:RoleSessionName", p.session_name.clone());
         if let Some(e) = &p.external_id {

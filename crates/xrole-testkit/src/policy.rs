@@ -53,8 +53,8 @@ impl Caller {
     }
 
     /// The value of `aws:PrincipalArn`: for a role session it is the role's ARN,
-    /// not the session's (the role path is not known from the session ARN and is
-    /// taken as `/`).
+    /// not the session's. The session ARN does not carry the role's path, so
+    /// this assumes `/`; the gate looks the real ARN up when it can.
     pub fn principal_arn(&self) -> String {
         match &self.kind {
             CallerKind::AssumedRole { role_name } => {

@@ -393,6 +393,65 @@ async fn string_like_and_principal_arn_conditions_and_missing_keys() {
 }
 
 #[tokio::test]
+async fn principal_arn_of_a_role_session_is_the_role_arn_with_its_path() {
+    let (aws, customer, _role) = setup().await;
+    let iam = aws_sdk_iam::Client::new(&customer.admin_config());
+    let hop = iam
+        .create_role()
+        .role_name("hop")
+        .path("/team/")
+        .assume_role_policy_document(trust(
+            json!({"AWS": aws.saas_principal_arn()}),
+            &["sts:AssumeRole"],
+            json!(null),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let hop_arn = hop.role().unwrap().arn().to_owned();
+    assert!(hop_arn.ends_with(":role/team/hop"));
+    let target = |arn: &str| {
+        trust(
+            json!({"AWS": format!("arn:aws:iam::{}:root", customer.account_id())}),
+            &["sts:AssumeRole"],
+            json!({"StringEquals": {"aws:PrincipalArn": arn}}),
+        )
+    };
+    let with_path = customer
+        .create_role("with-path", &target(&hop_arn), 3600)
+        .await
+        .unwrap();
+    let without = format!("arn:aws:iam::{}:role/hop", customer.account_id());
+    let without_path = customer
+        .create_role("without-path", &target(&without), 3600)
+        .await
+        .unwrap();
+
+    let out = saas_sts(&aws)
+        .assume_role()
+        .role_arn(&hop_arn)
+        .role_session_name("hop1")
+        .send()
+        .await
+        .unwrap();
+    let chained = session_sts(&aws, out.credentials().unwrap());
+    let r = chained
+        .assume_role()
+        .role_arn(&with_path)
+        .role_session_name("hop2")
+        .send()
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    let r = chained
+        .assume_role()
+        .role_arn(&without_path)
+        .role_session_name("hop2")
+        .send()
+        .await;
+    assert_eq!(code(r), "AccessDenied");
+}
+
+#[tokio::test]
 async fn source_identity_and_session_tags_need_their_actions() {
     let (aws, customer, role) = setup().await;
     let sts = saas_sts(&aws);
