@@ -129,22 +129,23 @@ async fn ec2_faults_use_ec2_error_codes() {
 #[tokio::test]
 async fn delays_hold_requests_until_cleared() {
     let (aws, _customer, role) = setup().await;
-    // A client that gives up after 300 ms: a 5 s delay makes it fail, and
-    // nothing else does.
+    // `impatient` gives up after 2 s, far below the 60 s delays, so a delayed
+    // call fails and an undelayed one has ample time; `patient` has no limit.
     let conf = aws_sdk_sts::config::Builder::from(&aws.saas_config())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
-                .operation_attempt_timeout(Duration::from_millis(300))
+                .operation_attempt_timeout(Duration::from_secs(2))
                 .build(),
         )
         .build();
-    let sts = aws_sdk_sts::Client::from_conf(conf);
+    let impatient = aws_sdk_sts::Client::from_conf(conf);
+    let patient = saas_sts(&aws);
     let gate = aws.gate();
-    assert!(assume_ok(&sts, &role).await);
+    let long = Duration::from_secs(60);
 
-    gate.delay(Some("AssumeRole"), Duration::from_secs(5));
-    let r = sts
+    gate.delay(Some("AssumeRole"), long);
+    let r = impatient
         .assume_role()
         .role_arn(&role)
         .role_session_name("s1")
@@ -156,24 +157,24 @@ async fn delays_hold_requests_until_cleared() {
         "{r:?}"
     );
     assert!(
-        sts.get_caller_identity().send().await.is_ok(),
+        impatient.get_caller_identity().send().await.is_ok(),
         "other actions are not delayed"
     );
     gate.delay(Some("AssumeRole"), Duration::ZERO);
-    assert!(assume_ok(&sts, &role).await);
+    assert!(assume_ok(&patient, &role).await);
 
-    gate.delay(None, Duration::from_secs(5));
+    gate.delay(None, long);
     assert!(
-        sts.get_caller_identity().send().await.is_err(),
+        impatient.get_caller_identity().send().await.is_err(),
         "every action is delayed"
     );
     gate.delay(None, Duration::ZERO);
-    assert!(sts.get_caller_identity().send().await.is_ok());
+    assert!(patient.get_caller_identity().send().await.is_ok());
 
     // A one-shot delay.
-    gate.fail_next("GetCallerIdentity", 1, Fault::Delay(Duration::from_secs(5)));
-    assert!(sts.get_caller_identity().send().await.is_err());
-    assert!(sts.get_caller_identity().send().await.is_ok());
+    gate.fail_next("GetCallerIdentity", 1, Fault::Delay(long));
+    assert!(impatient.get_caller_identity().send().await.is_err());
+    assert!(patient.get_caller_identity().send().await.is_ok());
 }
 
 #[tokio::test]
