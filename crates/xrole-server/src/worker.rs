@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use xrole_assume::{AssumeSpec, AwsAccountId, RoleArn, SessionName};
+use xrole_assume::{AssumeSpec, AwsAccountId, RoleArn, SessionName, SourceIdentity};
 use xrole_provision::{EnvironmentPlan, Executor, ExecutorOptions, JobScope, Progress};
 use xrole_store::jobs::{Claimed, Job, Lease, RetryPolicy};
 use xrole_store::resources::{NewResource, Resource};
@@ -374,6 +374,13 @@ async fn access(state: &AppState, org: OrgId, link: LinkId) -> Result<Access, Jo
     })
 }
 
+/// The `SourceIdentity` of a session acting for `actor` (`user:<id>` →
+/// `xrole-user-<id>`), so the customer's CloudTrail names who asked.
+fn source_identity_of(actor: &str) -> Option<String> {
+    let (kind, id) = actor.split_once(':')?;
+    matches!(kind, "user" | "api_key").then(|| format!("xrole-{kind}-{id}").replace('_', "-"))
+}
+
 /// Records the AssumeRole about to happen: who, which link, why, and the
 /// session name the customer sees in CloudTrail.
 #[expect(
@@ -396,6 +403,7 @@ async fn audit_assume(
         "job_id": job.to_string(),
         "purpose": purpose,
         "session_name": session_name,
+        "source_identity": (purpose != "verify").then(|| source_identity_of(actor)).flatten(),
         "role_arn": role.as_str(),
     });
     let actor = actor.to_owned();
@@ -560,7 +568,11 @@ async fn customer_session(
         &a.role,
     )
     .await?;
-    let spec = AssumeSpec::builder(a.role, a.external_id, session)
+    let mut spec = AssumeSpec::builder(a.role, a.external_id, session);
+    if let Some(id) = source_identity_of(actor).and_then(|s| SourceIdentity::parse(&s).ok()) {
+        spec = spec.source_identity(id);
+    }
+    let spec = spec
         .build()
         .map_err(|e| JobError::permanent(e.to_string()))?;
     // Fail early (and retry if transient) rather than deep inside a step.

@@ -190,6 +190,13 @@ async fn whole_flow_from_link_to_teardown() {
                 .starts_with("xrole-")
         );
         assert!(provision["actor"].as_str().unwrap().starts_with("user:"));
+        assert!(
+            provision["details"]["source_identity"]
+                .as_str()
+                .unwrap()
+                .starts_with("xrole-user-"),
+            "{provision}"
+        );
 
         // The link cannot go while resources remain; the VPC not without its dependents.
         let res = app
@@ -213,6 +220,29 @@ async fn whole_flow_from_link_to_teardown() {
             .await;
         assert_eq!(res.status(), StatusCode::CONFLICT);
 
+        // One instance alone: only it goes.
+        let gone = ijob["resources"][0]["aws_id"].as_str().unwrap().to_owned();
+        let kept = ijob["resources"][1]["aws_id"].as_str().unwrap().to_owned();
+        let res = app
+            .request(
+                Method::DELETE,
+                &format!(
+                    "/v1/resources/{}",
+                    ijob["resources"][0]["id"].as_str().unwrap()
+                ),
+                Some(&org.key),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let one: Value = res.json().await.unwrap();
+        let one = app.finished_job(&org, one["id"].as_str().unwrap()).await;
+        assert_eq!(one["state"], "succeeded", "{one}");
+        let live = tagged_resources(&customer.admin_config(), &link_id).await;
+        assert!(!live.contains(&gone) && live.contains(&kept), "{live:?}");
+        assert!(live.iter().any(|r| r.starts_with("vpc-")), "{live:?}");
+
         // Cascade: instances and database first, then the network.
         let res = app
             .request(
@@ -233,7 +263,7 @@ async fn whole_flow_from_link_to_teardown() {
             .iter()
             .map(|r| r["kind"].as_str().unwrap())
             .collect();
-        assert_eq!(deleted.len(), 4, "{tjob}");
+        assert_eq!(deleted.len(), 3, "{tjob}");
         assert_eq!(
             *deleted.last().unwrap(),
             "vpc",
