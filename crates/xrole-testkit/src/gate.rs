@@ -361,7 +361,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infal
     let Some(action) = info.action.clone() else {
         return Ok(state.forward(&parts, body).await);
     };
-    let assume = action == "AssumeRole" && !info.json;
+    if action == "AssumeRole" && info.json {
+        // Never let an AssumeRole through undecided: the gate reads the query protocol only.
+        return Ok(AwsError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidAction",
+            "the xrole gate decides AssumeRole in the awsQuery protocol only",
+        )
+        .response(&info));
+    }
+    let assume = action == "AssumeRole";
     let params = if assume {
         Some(AssumeRoleParams::parse(&info.params))
     } else {

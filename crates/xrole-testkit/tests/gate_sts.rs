@@ -753,6 +753,18 @@ async fn denials_have_the_sts_xml_error_shape() {
     assert!(text.contains("<Code>AccessDenied</Code>"), "{text}");
     assert!(text.contains("<RequestId>"), "{text}");
 
+    // An AssumeRole in a JSON protocol is refused, never passed through undecided.
+    let (status, text) = raw_request(
+        &aws.endpoint(),
+        &auth,
+        "application/x-amz-json-1.1",
+        Some("AWSSecurityTokenServiceV20110615.AssumeRole"),
+        &serde_json::json!({"RoleArn": role, "RoleSessionName": "s1"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(text.contains("InvalidAction"), "{text}");
+
     // A key moto does not know is rejected as AWS would.
     let unknown = "AWS4-HMAC-SHA256 Credential=AKIAUNKNOWNUNKNOWN00/20260101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=0";
     let (status, text) = raw_post(&aws.endpoint(), unknown, &body).await;
@@ -771,13 +783,34 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-/// A bare HTTP/1.1 POST (form body), returning status and body.
+/// A bare HTTP/1.1 POST with a form body, returning status and body.
 async fn raw_post(endpoint: &str, auth: &str, body: &str) -> (u16, String) {
+    raw_request(
+        endpoint,
+        auth,
+        "application/x-www-form-urlencoded",
+        None,
+        body,
+    )
+    .await
+}
+
+/// A bare HTTP/1.1 POST, returning status and body.
+async fn raw_request(
+    endpoint: &str,
+    auth: &str,
+    content_type: &str,
+    target: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = endpoint.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let target = target
+        .map(|t| format!("X-Amz-Target: {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n{target}\
          Authorization: {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
