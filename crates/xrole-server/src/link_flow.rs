@@ -230,6 +230,74 @@ impl AwsRuntime {
     }
 }
 
+/// Makes `runtime` the server's AWS side: routes use it from now on, and the
+/// broker's counters appear in `/metrics`. A second call changes nothing.
+pub fn install(state: &crate::AppState, runtime: Arc<AwsRuntime>) {
+    if state.aws.set(runtime.clone()).is_ok() {
+        state
+            .metrics
+            .add_collector(Arc::new(BrokerMetrics(runtime)));
+    }
+}
+
+/// The broker's cache and STS counters in Prometheus text.
+struct BrokerMetrics(Arc<AwsRuntime>);
+
+impl crate::metrics::MetricsCollector for BrokerMetrics {
+    fn write_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let m = self.0.broker.metrics();
+        let counters = [
+            (
+                "xrole_broker_cache_hits_total",
+                "Credential cache hits",
+                m.hits,
+            ),
+            (
+                "xrole_broker_cache_misses_total",
+                "Credential cache misses",
+                m.misses,
+            ),
+            (
+                "xrole_broker_refreshes_total",
+                "Sessions refreshed ahead of expiry",
+                m.refreshes,
+            ),
+            (
+                "xrole_broker_refresh_failures_total",
+                "Failed refreshes",
+                m.refresh_failures,
+            ),
+            (
+                "xrole_broker_evictions_total",
+                "Sessions evicted from the cache",
+                m.evictions,
+            ),
+            (
+                "xrole_broker_sts_calls_total",
+                "AssumeRole calls sent to STS",
+                m.sts_calls,
+            ),
+            (
+                "xrole_broker_sts_errors_total",
+                "STS errors",
+                m.sts_errors.total(),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP xrole_broker_cache_entries Sessions in the cache\n# TYPE xrole_broker_cache_entries gauge\nxrole_broker_cache_entries {}",
+            m.entries
+        );
+    }
+}
+
 /// What a verification concluded, ready for the link row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerificationResult {

@@ -200,7 +200,7 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
     tracing::info!(%listen, %database, "xrole listening");
     // actix stops accepting on SIGTERM/SIGINT and drains in-flight requests.
     let aws = xrole_server::link_flow::AwsRuntime::from_environment().await?;
-    let _ = state.aws.set(aws.clone());
+    xrole_server::link_flow::install(&state, aws.clone());
     let workers = xrole_server::worker::WorkerPool::spawn(state.clone(), aws, state.config.workers);
     tracing::info!(workers = state.config.workers, "job workers started");
     xrole_server::run(listener, state)?.await?;
@@ -215,7 +215,7 @@ async fn worker(config: Config) -> anyhow::Result<()> {
     let count = config.workers.max(1);
     let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
     let aws = xrole_server::link_flow::AwsRuntime::from_environment().await?;
-    let _ = state.aws.set(aws.clone());
+    xrole_server::link_flow::install(&state, aws.clone());
     let workers = xrole_server::worker::WorkerPool::spawn(state, aws, count);
     tracing::info!(workers = count, "xrole worker running");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

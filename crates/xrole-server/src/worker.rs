@@ -81,6 +81,55 @@ pub struct TeardownPayload {
 /// Attempts a job gets.
 pub const MAX_ATTEMPTS: u32 = 5;
 
+/// Job counters of this process's workers, in `/metrics`.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    claimed: std::sync::atomic::AtomicU64,
+    taken_over: std::sync::atomic::AtomicU64,
+    succeeded: std::sync::atomic::AtomicU64,
+    failed_attempts: std::sync::atomic::AtomicU64,
+    leases_lost: std::sync::atomic::AtomicU64,
+}
+
+impl crate::metrics::MetricsCollector for WorkerMetrics {
+    fn write_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        for (name, help, v) in [
+            (
+                "xrole_jobs_claimed_total",
+                "Jobs claimed by this process's workers",
+                &self.claimed,
+            ),
+            (
+                "xrole_jobs_taken_over_total",
+                "Jobs taken over after another worker's lease expired",
+                &self.taken_over,
+            ),
+            (
+                "xrole_jobs_succeeded_total",
+                "Jobs finished successfully",
+                &self.succeeded,
+            ),
+            (
+                "xrole_jobs_failed_attempts_total",
+                "Job attempts that failed",
+                &self.failed_attempts,
+            ),
+            (
+                "xrole_jobs_leases_lost_total",
+                "Jobs abandoned because their lease was lost",
+                &self.leases_lost,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// Running workers; dropping the pool stops them at once (a job in progress
 /// is left to its lease, like a crash).
 #[derive(Debug)]
@@ -94,10 +143,20 @@ impl WorkerPool {
     pub fn spawn(state: AppState, aws: Arc<AwsRuntime>, count: usize) -> WorkerPool {
         let stop = Arc::new(AtomicBool::new(false));
         let tag = uuid::Uuid::new_v4().simple().to_string();
+        let metrics = Arc::new(WorkerMetrics::default());
+        if count > 0 {
+            state.metrics.add_collector(metrics.clone());
+        }
         let tasks = (0..count)
             .map(|i| {
                 let id = format!("{}-{}-{i}", std::process::id(), &tag[..8]);
-                tokio::spawn(run_loop(state.clone(), aws.clone(), id, stop.clone()))
+                tokio::spawn(run_loop(
+                    state.clone(),
+                    aws.clone(),
+                    id,
+                    stop.clone(),
+                    metrics.clone(),
+                ))
             })
             .collect();
         WorkerPool { stop, tasks }
@@ -192,7 +251,13 @@ async fn db<T: Send + 'static>(
     .map_err(|e| JobError::retry(e.to_string()))?
 }
 
-async fn run_loop(state: AppState, aws: Arc<AwsRuntime>, worker: String, stop: Arc<AtomicBool>) {
+async fn run_loop(
+    state: AppState,
+    aws: Arc<AwsRuntime>,
+    worker: String,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<WorkerMetrics>,
+) {
     let lease_ms = i64::try_from(aws.settings.lease.as_millis()).unwrap_or(60_000);
     while !stop.load(Ordering::SeqCst) {
         let now = state.now_ms();
@@ -204,7 +269,11 @@ async fn run_loop(state: AppState, aws: Arc<AwsRuntime>, worker: String, stop: A
         match claimed {
             Ok(Some(c)) => {
                 tracing::info!(job = %c.job.id, kind = %c.job.kind, attempt = c.job.attempts, took_over = c.took_over, %worker, "job claimed");
-                run_claimed(&state, &aws, c, lease_ms).await;
+                metrics.claimed.fetch_add(1, Ordering::Relaxed);
+                if c.took_over {
+                    metrics.taken_over.fetch_add(1, Ordering::Relaxed);
+                }
+                run_claimed(&state, &aws, c, lease_ms, &metrics).await;
             }
             Ok(None) => tokio::time::sleep(aws.settings.job_poll).await,
             Err(e) => {
@@ -222,7 +291,13 @@ struct Counter {
     total: AtomicI64,
 }
 
-async fn run_claimed(state: &AppState, aws: &Arc<AwsRuntime>, c: Claimed, lease_ms: i64) {
+async fn run_claimed(
+    state: &AppState,
+    aws: &Arc<AwsRuntime>,
+    c: Claimed,
+    lease_ms: i64,
+    metrics: &WorkerMetrics,
+) {
     let Claimed { job, lease, .. } = c;
     let counter = Arc::new(Counter::default());
     let lost = Arc::new(tokio::sync::Notify::new());
@@ -266,15 +341,20 @@ async fn run_claimed(state: &AppState, aws: &Arc<AwsRuntime>, c: Claimed, lease_
     };
     renewer.abort();
     let Some(outcome) = outcome else {
+        metrics.leases_lost.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(job = %job.id, "lease lost; another worker owns the job now");
         return;
     };
     let now = state.now_ms();
     let job_id = job.id;
     let result = match outcome {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            metrics.succeeded.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
         Err(e) => {
             tracing::warn!(job = %job_id, retryable = e.retryable, error = %e.message, "job attempt failed");
+            metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
             let lease = lease.clone();
             db(state, move |conn| {
                 if e.retryable {

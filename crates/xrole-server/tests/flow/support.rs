@@ -105,7 +105,7 @@ pub async fn spawn_on(
     let runtime = AwsRuntime::start(aws.saas_config(), settings)
         .await
         .unwrap();
-    state.aws.set(runtime.clone()).unwrap();
+    xrole_server::link_flow::install(&state, runtime.clone());
     let server = xrole_server::run(listener, state.clone()).unwrap();
     let handle = server.handle();
     tokio::spawn(server);

@@ -198,6 +198,21 @@ async fn whole_flow_from_link_to_teardown() {
             "{provision}"
         );
 
+        // The broker's and the workers' counters are in /metrics.
+        let metrics = app
+            .request(Method::GET, "/metrics", None, None, None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        for name in [
+            "xrole_broker_sts_calls_total",
+            "xrole_jobs_succeeded_total",
+            "xrole_jobs_claimed_total",
+        ] {
+            assert!(metrics.contains(name), "{name} missing from /metrics");
+        }
+
         // The link cannot go while resources remain; the VPC not without its dependents.
         let res = app
             .request(
