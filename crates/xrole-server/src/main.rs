@@ -199,12 +199,23 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
     let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
     tracing::info!(%listen, %database, "xrole listening");
     // actix stops accepting on SIGTERM/SIGINT and drains in-flight requests.
-    let aws = xrole_server::link_flow::AwsRuntime::from_environment().await?;
-    xrole_server::link_flow::install(&state, aws.clone());
-    let workers = xrole_server::worker::WorkerPool::spawn(state.clone(), aws, state.config.workers);
-    tracing::info!(workers = state.config.workers, "job workers started");
+    // Without an AWS identity the API still serves tenants and keys; the AWS
+    // routes answer 503 until the server restarts with one.
+    let workers = match xrole_server::link_flow::AwsRuntime::from_environment().await {
+        Ok(aws) => {
+            xrole_server::link_flow::install(&state, aws.clone());
+            tracing::info!(workers = state.config.workers, "job workers started");
+            Some(xrole_server::worker::WorkerPool::spawn(state.clone(), aws, state.config.workers))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "AWS side disabled: AWS account routes answer 503 and no job runs");
+            None
+        }
+    };
     xrole_server::run(listener, state)?.await?;
-    workers.shutdown().await;
+    if let Some(w) = workers {
+        w.shutdown().await;
+    }
     tracing::info!("xrole stopped");
     Ok(())
 }

@@ -250,3 +250,45 @@ async fn a_read_only_link_refuses_provisioning_and_requests_are_validated() {
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_role_that_does_not_trust_xrole_fails_with_a_reason() {
+    let aws = Aws::start().await.unwrap();
+    let db = TestDb::sqlite().unwrap();
+    let customer = aws.customer().await.unwrap();
+    let app = spawn_flow_app(db, &aws, 1).await;
+    let org = app.create_org("Acme").await;
+    let created = app
+        .create_link(&org, Some(customer.account_id()), "provisioning")
+        .await;
+    let link_id = created["id"].as_str().unwrap().to_owned();
+    // Trusts someone else (with the right External ID): never assumable by xrole.
+    let elsewhere = format!("arn:aws:iam::{}:user/someone-else", customer.account_id());
+    let trust =
+        xrole_testkit::xrole_trust_policy(&elsewhere, created["external_id"].as_str().unwrap());
+    let role = customer
+        .create_role("xrole-other", &trust, 3600)
+        .await
+        .unwrap();
+    assert_eq!(
+        put_role(&app, &org, &link_id, &role).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let link = app.settled_link(&org, &link_id).await;
+    assert_eq!(link["state"], "failed", "{link}");
+    assert_eq!(link["last_verification_result"], "not_assumable");
+    let reason = link["last_error"].as_str().unwrap();
+    assert!(reason.contains("trusts the principal"), "{reason}");
+    // Verify again: a new job, the same conclusion.
+    let res = app
+        .request(
+            Method::POST,
+            &format!("/v1/aws-accounts/{link_id}/verify"),
+            Some(&org.key),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.settled_link(&org, &link_id).await["state"], "failed");
+}
