@@ -5,5 +5,6 @@
 mod support;
 
 mod callbacks;
+mod leases;
 mod links;
 mod whole_flow;
