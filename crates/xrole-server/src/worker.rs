@@ -259,6 +259,7 @@ async fn run_loop(
     metrics: Arc<WorkerMetrics>,
 ) {
     let lease_ms = i64::try_from(aws.settings.lease.as_millis()).unwrap_or(60_000);
+    let mut idle_rounds: u64 = 0;
     while !stop.load(Ordering::SeqCst) {
         let now = state.now_ms();
         let w = worker.clone();
@@ -275,7 +276,22 @@ async fn run_loop(
                 }
                 run_claimed(&state, &aws, c, lease_ms, &metrics).await;
             }
-            Ok(None) => tokio::time::sleep(aws.settings.job_poll).await,
+            Ok(None) => {
+                idle_rounds += 1;
+                if idle_rounds % 1200 == 1 {
+                    // Replays are refused by timestamp after 5 minutes, so
+                    // ids older than an hour are no longer needed.
+                    let before = now - 3_600_000;
+                    let purged = db(&state, move |conn| {
+                        Ok(xrole_store::webhooks::purge_webhook_ids(conn, before)?)
+                    })
+                    .await;
+                    if let Err(e) = purged {
+                        tracing::debug!(error = %e.message, "cannot purge webhook ids");
+                    }
+                }
+                tokio::time::sleep(aws.settings.job_poll).await;
+            }
             Err(e) => {
                 tracing::warn!(error = %e.message, %worker, "cannot claim jobs");
                 tokio::time::sleep(aws.settings.job_poll.max(Duration::from_secs(1))).await;
@@ -356,15 +372,37 @@ async fn run_claimed(
             tracing::warn!(job = %job_id, retryable = e.retryable, error = %e.message, "job attempt failed");
             metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
             let lease = lease.clone();
+            let kind = job.kind.clone();
+            let (org, link) = (job.org_id, job.link_id);
             db(state, move |conn| {
-                if e.retryable {
+                let final_failure = if e.retryable {
                     let policy = RetryPolicy {
                         base_ms: 2_000,
                         max_ms: 5 * 60 * 1000,
                     };
-                    xrole_store::jobs::fail(conn, &lease, &e.message, &policy, now)?;
+                    let out = xrole_store::jobs::fail(conn, &lease, &e.message, &policy, now)?;
+                    out == xrole_store::jobs::FailOutcome::Failed
                 } else {
                     xrole_store::jobs::fail_permanently(conn, &lease, &e.message, now)?;
+                    true
+                };
+                // A verification that cannot finish must not leave the link
+                // `verifying` for ever.
+                if final_failure
+                    && kind == KIND_VERIFY
+                    && let Some(link) = link
+                    && xrole_store::links::get(conn, org, link)?.state == LinkState::Verifying
+                {
+                    let reason = format!(
+                        "verification could not complete ({}); verify again later",
+                        e.message
+                    );
+                    let v = xrole_store::links::Verification {
+                        state: LinkState::Failed,
+                        result: "error",
+                        error: Some(&reason),
+                    };
+                    xrole_store::links::record_verification(conn, org, link, &v, now)?;
                 }
                 Ok(())
             })
@@ -626,7 +664,8 @@ async fn customer_session(
     region: &str,
 ) -> Result<aws_config::SdkConfig, JobError> {
     let a = access(state, org, link).await?;
-    if a.link.state != LinkState::Active {
+    // `verifying` too: an Update callback re-verifies a role already trusted.
+    if !matches!(a.link.state, LinkState::Active | LinkState::Verifying) {
         return Err(JobError::permanent(format!(
             "the AWS account link is {}, not active",
             a.link.state
