@@ -498,6 +498,39 @@ pub async fn tagged_resources(config: &aws_config::SdkConfig, link_id: &str) -> 
             .iter()
             .filter_map(|v| v.subnet_id().map(str::to_owned)),
     );
+    let igws = ec2
+        .describe_internet_gateways()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        igws.internet_gateways()
+            .iter()
+            .filter_map(|v| v.internet_gateway_id().map(str::to_owned)),
+    );
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        sgs.security_groups()
+            .iter()
+            .filter_map(|v| v.group_id().map(str::to_owned)),
+    );
+    let rtbs = ec2
+        .describe_route_tables()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        rtbs.route_tables()
+            .iter()
+            .filter_map(|v| v.route_table_id().map(str::to_owned)),
+    );
     let instances = ec2
         .describe_instances()
         .filters(filter)
