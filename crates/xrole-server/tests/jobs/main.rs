@@ -403,3 +403,42 @@ async fn a_killed_worker_process_job_completes_elsewhere_without_duplicates() {
     assert_eq!(aws.gate().count("TerminateInstances"), 0);
     drop((api, w2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_without_an_aws_identity_answers_503_on_aws_routes_only() {
+    let aws = Aws::start().await.unwrap();
+    let db = TestDb::sqlite().unwrap();
+    let mut cluster = Cluster::new(&aws, &db).await;
+    // Nothing listens there: GetCallerIdentity fails at start-up.
+    let dead = format!("http://127.0.0.1:{}", free_port().unwrap());
+    for (k, v) in &mut cluster.env {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = dead.clone();
+        }
+    }
+    let p = cluster.serve("no-aws", 1).await;
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/v1/organizations", p.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"name": "Acme", "admin_email": "admin@acme.example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED, "tenants still work");
+    let v: Value = res.json().await.unwrap();
+    let client = Client {
+        http,
+        key: v["api_key"]["token"].as_str().unwrap().to_owned(),
+    };
+    let (status, v) = client
+        .call(
+            Method::POST,
+            format!("{}/v1/aws-accounts", p.base),
+            Some("k1"),
+            Some(&json!({"name": "prod", "access_level": "read_only"})),
+        )
+        .await;
+    assert_eq!(status, 503, "{v}");
+    assert!(p.log().contains("AWS side disabled"), "{}", p.log());
+}
