@@ -458,3 +458,68 @@ async fn arbitrary_idempotency_keys_are_accepted_or_refused_by_the_rule() {
         "{accepted} accepted, {refused} refused"
     );
 }
+
+// Regression tests for the schemathesis findings listed in docs/security.md.
+// They are ignored until the server is fixed; scripts/schemathesis excludes
+// the matching checks meanwhile.
+
+#[tokio::test]
+#[ignore = "finding (schemathesis unsupported_method): 405 for an undeclared method has no Allow header"]
+async fn undeclared_methods_answer_405_with_allow() {
+    let app = spawn_app(TestDb::sqlite().unwrap()).await;
+    let org = app.create_org("Acme").await;
+    for path in ["/v1/users", "/v1/organization", "/healthz"] {
+        let res = app
+            .request(
+                Method::from_bytes(b"TRACE").unwrap(),
+                path,
+                Some(&org.admin_key),
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), 405, "{path}");
+        let allow = res
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(allow.is_some_and(|a| a.contains("GET")), "{path}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "finding (schemathesis content_type_conformance): the OpenAPI document declares error bodies as application/json"]
+async fn openapi_declares_problem_json_for_every_error() {
+    let app = spawn_app(TestDb::sqlite().unwrap()).await;
+    let doc: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut wrong = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        // Readiness answers its own JSON status, also when it is 503.
+        if path == "/readyz" {
+            continue;
+        }
+        for (method, op) in ops.as_object().unwrap() {
+            let Some(responses) = op["responses"].as_object() else {
+                continue;
+            };
+            for (status, r) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let declared = r["content"]
+                        .as_object()
+                        .map(|c| c.keys().cloned().collect::<Vec<_>>());
+                    if declared.as_deref() != Some(&["application/problem+json".to_owned()][..]) {
+                        wrong.push(format!("{method} {path} {status}: {declared:?}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
