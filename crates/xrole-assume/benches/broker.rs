@@ -309,6 +309,12 @@ fn bench_hits(c: &mut Criterion, rt: &Runtime) {
         })
     });
     g.finish();
+    // Misses beyond the 10,000 of the warm-up would mean the hit timings include fetches.
+    let m = broker.metrics();
+    println!(
+        "broker after the hit benchmarks: {} misses, {} hits, {} entries",
+        m.misses, m.hits, m.entries
+    );
 
     // A whole SDK call (GetCallerIdentity, answered in memory) on cached credentials.
     let ours = canned_client(&broker.sdk_config(&one, Region::new("us-east-1")), &canned);
