@@ -14,7 +14,9 @@ async fn hello() -> HttpResponse {
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8099".to_owned());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8099".to_owned());
     HttpServer::new(|| App::new().route("/hello", web::get().to(hello)))
         .bind(&addr)?
         .run()

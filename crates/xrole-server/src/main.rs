@@ -205,7 +205,11 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         Ok(aws) => {
             xrole_server::link_flow::install(&state, aws.clone());
             tracing::info!(workers = state.config.workers, "job workers started");
-            Some(xrole_server::worker::WorkerPool::spawn(state.clone(), aws, state.config.workers))
+            Some(xrole_server::worker::WorkerPool::spawn(
+                state.clone(),
+                aws,
+                state.config.workers,
+            ))
         }
         Err(e) => {
             tracing::error!(error = %e, "AWS side disabled: AWS account routes answer 503 and no job runs");

@@ -66,7 +66,12 @@ impl TestDb {
         let name = format!("xrole_test_{}", uuid::Uuid::new_v4().simple());
         diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn)?;
         let url = replace_database(&admin_url, &name)?;
-        Ok(Some(TestDb { backend: Backend::Postgres, url, dir: None, pg: Some((admin_url, name)) }))
+        Ok(Some(TestDb {
+            backend: Backend::Postgres,
+            url,
+            dir: None,
+            pg: Some((admin_url, name)),
+        }))
     }
 
     /// SQLite, then PostgreSQL when reachable: run the same test body on each.

@@ -51,7 +51,10 @@ impl Moto {
                 .stderr(Stdio::null())
                 .spawn()
                 .with_context(|| format!("cannot start moto with {}", python.display()))?;
-            let mut moto = Moto { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+            let mut moto = Moto {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            };
             match moto.wait_ready(Duration::from_secs(60)) {
                 Ok(()) => return Ok(moto),
                 Err(e) => last_error = Some(e),

@@ -12,8 +12,14 @@ fn moto_answers_and_is_gone_after_drop() {
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     assert!(std::net::TcpStream::connect(addr).is_ok());
     drop(moto);
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "moto process {pid} still exists");
-    assert!(std::net::TcpStream::connect(addr).is_err(), "something still listens on {addr}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "moto process {pid} still exists"
+    );
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "something still listens on {addr}"
+    );
 }
 
 #[test]
@@ -27,7 +33,10 @@ fn moto_is_killed_when_a_test_panics() {
     assert!(result.is_err());
     let pid = *pid.lock().unwrap();
     assert!(pid > 0);
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "moto {pid} outlived the panic");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "moto {pid} outlived the panic"
+    );
 }
 
 #[test]
@@ -43,10 +52,15 @@ fn sqlite_file_is_removed_after_drop() {
 
 #[test]
 fn postgres_database_is_dropped_after_drop() {
-    let Some(db) = TestDb::postgres().unwrap() else { return };
+    let Some(db) = TestDb::postgres().unwrap() else {
+        return;
+    };
     let name = db.postgres_name().unwrap().to_owned();
     assert!(db.url().starts_with("postgres://"));
     assert!(postgres_database_exists(&name).unwrap());
     drop(db);
-    assert!(!postgres_database_exists(&name).unwrap(), "database {name} left behind");
+    assert!(
+        !postgres_database_exists(&name).unwrap(),
+        "database {name} left behind"
+    );
 }
