@@ -4,6 +4,7 @@
 //! idempotency fingerprint), path ids ([`path_id`]) and queries ([`query`]).
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, http::header};
@@ -16,6 +17,11 @@ use crate::error::{ApiError, json_error};
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
+/// How long a body may take to arrive once the head is read (app data;
+/// default 10 s). A slower body gets 408 `body_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
 /// A parsed JSON body plus the bytes it came from.
 #[derive(Debug)]
 pub struct JsonBody<T> {
@@ -26,7 +32,8 @@ pub struct JsonBody<T> {
 }
 
 /// Reads and parses a JSON body: 413 over the limit, 415 without a JSON
-/// content type, 400 for malformed JSON, unknown fields or wrong types.
+/// content type, 400 for malformed JSON, unknown fields or wrong types, 408
+/// when the body does not arrive within the [`BodyTimeout`].
 pub async fn read_json<T: DeserializeOwned>(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -40,14 +47,26 @@ pub async fn read_json<T: DeserializeOwned>(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
+    let deadline = req
+        .app_data::<BodyTimeout>()
+        .map_or(Duration::from_secs(10), |t| t.0);
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
+        Ok(buf)
+    };
+    let buf = tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            secs: deadline.as_secs(),
+        })??;
     let json = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -85,6 +85,9 @@ pub struct Config {
     pub workers: usize,
     /// Largest accepted request body in bytes; bigger bodies get 413.
     pub max_body_bytes: usize,
+    /// Seconds a request body may take to arrive once its head is read;
+    /// a slower body gets 408.
+    pub body_timeout_secs: u64,
     /// Lifetime of keys issued by `POST /v1/sessions`, in seconds.
     pub session_ttl_secs: i64,
 }
@@ -104,6 +107,7 @@ impl Default for Config {
             },
             workers: 1,
             max_body_bytes: 64 * 1024,
+            body_timeout_secs: 10,
             session_ttl_secs: 3600,
         }
     }
@@ -124,6 +128,7 @@ struct FileConfig {
     rate_limit_burst: Option<u32>,
     workers: Option<usize>,
     max_body_bytes: Option<usize>,
+    body_timeout_secs: Option<u64>,
     session_ttl_secs: Option<i64>,
 }
 
@@ -231,6 +236,16 @@ impl Config {
         }
         if c.max_body_bytes < 1024 {
             return Err(invalid("XROLE_MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        if let Some(v) = env("XROLE_BODY_TIMEOUT_SECONDS") {
+            c.body_timeout_secs = v
+                .parse()
+                .map_err(|e| invalid("XROLE_BODY_TIMEOUT_SECONDS", e))?;
+        } else if let Some(v) = fc.body_timeout_secs {
+            c.body_timeout_secs = v;
+        }
+        if c.body_timeout_secs == 0 {
+            return Err(invalid("XROLE_BODY_TIMEOUT_SECONDS", "must be at least 1"));
         }
         if let Some(v) = env("XROLE_SESSION_TTL_SECONDS") {
             c.session_ttl_secs = v

@@ -68,6 +68,12 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 408: the request body did not arrive in time.
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout {
+        /// The deadline in seconds.
+        secs: u64,
+    },
     /// 415: the body is not JSON.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
@@ -125,6 +131,7 @@ impl ApiError {
             ApiError::IdempotencyMismatch => "idempotency_key_reused",
             ApiError::IdempotencyKeyRequired => "idempotency_key_required",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RouteNotFound => "route_not_found",
@@ -144,6 +151,7 @@ impl ApiError {
             ApiError::Conflict { .. } | ApiError::IdempotencyInFlight { .. } => "Conflict",
             ApiError::IdempotencyMismatch => "Idempotency key reused",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
+            ApiError::BodyTimeout { .. } => "Request timeout",
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::MethodNotAllowed => "Method not allowed",
@@ -189,6 +197,7 @@ impl ResponseError for ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -355,6 +364,7 @@ mod tests {
             ApiError::IdempotencyMismatch,
             ApiError::IdempotencyKeyRequired,
             ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::BodyTimeout { secs: 1 },
             ApiError::RateLimited {
                 retry_after_secs: 1,
             },

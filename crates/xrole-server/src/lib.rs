@@ -34,7 +34,7 @@ pub use config::Config;
 pub use error::ApiError;
 pub use state::AppState;
 
-use crate::body::BodyLimit;
+use crate::body::{BodyLimit, BodyTimeout};
 use crate::error::PROBLEM_JSON;
 
 /// Why the server cannot start.
@@ -112,9 +112,11 @@ pub fn build_app_with(
 > {
     let metrics = state.metrics.clone();
     let limit = state.config.max_body_bytes;
+    let body_timeout = std::time::Duration::from_secs(state.config.body_timeout_secs);
     App::new()
         .app_data(web::Data::new(state))
         .app_data(BodyLimit(limit))
+        .app_data(BodyTimeout(body_timeout))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(
