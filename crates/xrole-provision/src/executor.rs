@@ -8,9 +8,15 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types as ec2t;
 use aws_sdk_rds::types as rdst;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::retry::RetryConfig;
 use aws_types::SdkConfig;
 use futures::stream::{FuturesUnordered, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 use crate::error::{AwsError, Error, aws_error};
@@ -148,6 +154,26 @@ pub struct Environment {
 
 type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
+/// Counts requests sent to AWS (every attempt and every waiter poll).
+#[derive(Debug, Clone, Default)]
+struct CallCounter(Arc<AtomicU64>);
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "xrole-call-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// Runs plans in one customer account with one session.
 ///
 /// Build it from the [`SdkConfig`] of a customer session (from
@@ -162,6 +188,7 @@ pub struct Executor<J> {
     scope: JobScope,
     options: ExecutorOptions,
     progress: Option<ProgressFn>,
+    calls: CallCounter,
 }
 
 impl<J> std::fmt::Debug for Executor<J> {
@@ -211,14 +238,18 @@ impl<J: StepJournal> Executor<J> {
     /// have created before calling again.
     pub fn new(config: &SdkConfig, journal: J, scope: JobScope) -> Result<Self, Error> {
         let region = config.region().ok_or(Error::MissingRegion)?.to_string();
+        let calls = CallCounter::default();
         let ec2 = aws_sdk_ec2::config::Builder::from(config)
             .retry_config(RetryConfig::disabled())
+            .interceptor(calls.clone())
             .build();
         let rds = aws_sdk_rds::config::Builder::from(config)
             .retry_config(RetryConfig::disabled())
+            .interceptor(calls.clone())
             .build();
         let ssm = aws_sdk_ssm::config::Builder::from(config)
             .retry_config(RetryConfig::disabled())
+            .interceptor(calls.clone())
             .build();
         Ok(Executor {
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
@@ -229,6 +260,7 @@ impl<J: StepJournal> Executor<J> {
             scope,
             options: ExecutorOptions::default(),
             progress: None,
+            calls,
         })
     }
 
@@ -242,6 +274,12 @@ impl<J: StepJournal> Executor<J> {
     pub fn on_progress(mut self, f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
         self
+    }
+
+    /// Requests this executor has sent to AWS so far: every attempt,
+    /// discovery call and waiter poll (a cost and rate-limit metric).
+    pub fn aws_calls(&self) -> u64 {
+        self.calls.0.load(Ordering::Relaxed)
     }
 
     /// The journal.
@@ -348,11 +386,12 @@ impl<J: StepJournal> Executor<J> {
             }
         }
         // Resources whose create call may have happened: find them by tags.
-        // Associations need their route table and subnet, so they go last.
+        // Attachments and associations need the ids of what they join, so
+        // they go last.
         let (assocs, others): (Vec<&Step>, Vec<&Step>) = creates
             .iter()
             .filter(|s| s.op.has_teardown() && begun.contains(&s.key))
-            .partition(|s| matches!(s.op, Op::Associate { .. }));
+            .partition(|s| matches!(s.op, Op::Associate { .. } | Op::AttachGateway));
         for batch in [others, assocs] {
             let ids: Ids = Arc::new(resolved.clone());
             let found = futures::future::try_join_all(batch.into_iter().map(|s| {
@@ -523,8 +562,10 @@ impl<J: StepJournal> Executor<J> {
     /// `<env>-<name>-<8 hex of the job id>`: unique per job, valid for RDS.
     fn rds_name(&self, plan: &ValidPlan, name: &str) -> String {
         let job = self.scope.job().as_uuid();
+        // The customer's role allows RDS writes only on `xrole-*` names
+        // (cloudformation/xrole-role.yaml): RDS has no create-only tag condition.
         format!(
-            "{}-{}-{:08x}",
+            "xrole-{}-{}-{:08x}",
             plan.plan().name,
             name,
             fnv1a(&[job.as_bytes()]) as u32
@@ -721,6 +762,24 @@ impl<J: StepJournal> Executor<J> {
                     .filter_map(|i| i.instance_id().map(str::to_owned))
                     .collect();
                 self.one(k, found)
+            }
+            Op::AttachGateway => {
+                let (Some(igw), Some(vpc)) = (ids.get(&key::igw()), ids.get(&key::vpc())) else {
+                    return Ok(None);
+                };
+                let out = self
+                    .ec2
+                    .describe_internet_gateways()
+                    .internet_gateway_ids(igw)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("ec2:DescribeInternetGateways", e))?;
+                let attached = out
+                    .internet_gateways()
+                    .iter()
+                    .flat_map(|g| g.attachments())
+                    .any(|a| a.vpc_id() == Some(vpc.as_str()));
+                Ok(attached.then(|| vpc.clone()))
             }
             Op::Associate { zone } => {
                 let (Some(rtb), Some(subnet)) = (

@@ -135,6 +135,7 @@ async fn teardown_after_a_crashed_apply_finds_unjournaled_resources_by_tags() {
         "subnet/private/1",
         "rtb/public/assoc/0",
         "igw",
+        "igw/attach",
     ] {
         let step = StepKey::new(step).unwrap();
         let job = JobId::new();
