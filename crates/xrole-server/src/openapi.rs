@@ -50,7 +50,7 @@ use crate::routes::{aws_accounts, callbacks, cloudformation, jobs, resources};
         cloudformation::template,
     ),
     components(schemas(crate::error::Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemJson),
     tags(
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "organizations", description = "Tenants"),
@@ -89,6 +89,47 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Error responses (4xx/5xx) are `application/problem+json`, which is what
+/// the server sends; utoipa declares `application/json` for a body type.
+/// `/readyz` answers its own JSON status, also when it is 503.
+struct ProblemJson;
+
+impl Modify for ProblemJson {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for (path, item) in &mut openapi.paths.paths {
+            if path == "/readyz" {
+                continue;
+            }
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in ops.into_iter().flatten() {
+                for (status, response) in &mut op.responses.responses {
+                    if !(status.starts_with('4') || status.starts_with('5')) {
+                        continue;
+                    }
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if let Some(content) = response.content.shift_remove("application/json") {
+                        response
+                            .content
+                            .insert(crate::error::PROBLEM_JSON.to_owned(), content);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -486,7 +486,6 @@ async fn undeclared_methods_answer_405_with_allow() {
 }
 
 #[tokio::test]
-#[ignore = "finding (schemathesis content_type_conformance): the OpenAPI document declares error bodies as application/json"]
 async fn openapi_declares_problem_json_for_every_error() {
     let app = spawn_app(TestDb::sqlite().unwrap()).await;
     let doc: serde_json::Value = app
