@@ -334,9 +334,14 @@ pub async fn route_not_found() -> ApiError {
     ApiError::RouteNotFound
 }
 
-/// Default service of a known path: wrong method.
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+/// Default service of a known path: wrong method. `allow` lists the
+/// path's methods (`GET, POST`) for the `Allow` header (RFC 9110).
+pub async fn method_not_allowed(allow: String) -> HttpResponse {
+    let mut res = ApiError::MethodNotAllowed.error_response();
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        res.headers_mut().insert(header::ALLOW, v);
+    }
+    res
 }
 
 impl actix_web::Responder for ApiError {

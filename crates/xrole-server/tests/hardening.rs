@@ -463,7 +463,6 @@ async fn arbitrary_idempotency_keys_are_accepted_or_refused_by_the_rule() {
 // the matching checks meanwhile.
 
 #[tokio::test]
-#[ignore = "finding (schemathesis unsupported_method): 405 for an undeclared method has no Allow header"]
 async fn undeclared_methods_answer_405_with_allow() {
     let app = spawn_app(TestDb::sqlite().unwrap()).await;
     let org = app.create_org("Acme").await;

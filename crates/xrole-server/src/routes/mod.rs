@@ -114,8 +114,8 @@ pub fn table() -> Vec<RouteDef> {
     ]
 }
 
-/// Registers `routes`: one resource per path, answering 405 problems for
-/// other methods.
+/// Registers `routes`: one resource per path, answering 405 problems with
+/// an `Allow` header listing the path's methods for other methods.
 pub fn register(cfg: &mut web::ServiceConfig, routes: Vec<RouteDef>) {
     let mut paths: Vec<&'static str> = Vec::new();
     for r in &routes {
@@ -125,9 +125,12 @@ pub fn register(cfg: &mut web::ServiceConfig, routes: Vec<RouteDef>) {
     }
     for path in paths {
         let mut resource = web::resource(path);
+        let mut allow: Vec<&str> = Vec::new();
         for r in routes.iter().filter(|r| r.path == path) {
             resource = resource.route((r.handler)(web::method(r.method.clone())));
+            allow.push(r.method.as_str());
         }
-        cfg.service(resource.default_service(web::to(method_not_allowed)));
+        let allow = allow.join(", ");
+        cfg.service(resource.default_service(web::to(move || method_not_allowed(allow.clone()))));
     }
 }
