@@ -132,7 +132,7 @@ class Bucket(http.server.BaseHTTPRequestHandler):
 def run_lambda(python, kind, link, stack_id, role_arn, function_arn, bucket_url):
     """The template's own Lambda source, run as Lambda would (the emulator
     needs Docker to run it itself)."""
-    p = link["onboarding"]["parameters"]
+    p = link["parameters"]
     event = {
         "RequestType": kind, "ServiceToken": function_arn, "ResponseURL": bucket_url,
         "StackId": stack_id, "RequestId": str(uuid.uuid4()), "LogicalResourceId": "Callback",
@@ -223,22 +223,35 @@ def main():
         token = org["api_key"]["token"]
         say(f"organization {org['organization']['id']}, key {token[:8]}… (shown once)")
 
-        step("Link an AWS account: POST /v1/aws-accounts (Idempotency-Key required)",
+        step("Link an AWS account with examples/onboarding_flow.rs, a client of the API",
              "the server generates the External ID and a callback secret, both stored sealed")
-        link = api.call("POST", "/v1/aws-accounts",
-                        {"name": "acme-prod", "aws_account_id": customer_account,
-                         "access_level": "provisioning"}, token=token, idem=True)
-        say(f"link {link['id']} is {link['state']}; External ID {link['external_id']}")
-        say(f"quick-create URL: {link['onboarding']['quick_create_url'][:110]}…")
-        assert link["onboarding"]["parameters"]["SaasPrincipalArn"] == saas_arn
+        client = subprocess.Popen(
+            [os.path.join(args.bin_dir, "examples", "onboarding_flow")],
+            env=dict(os.environ, XROLE_URL=f"http://127.0.0.1:{port}", XROLE_API_KEY=token,
+                     XROLE_CUSTOMER_ACCOUNT=customer_account),
+            stdout=subprocess.PIPE, text=True)
+        procs.append(client)
+        while True:
+            line = client.stdout.readline()
+            if not line:
+                raise SystemExit("the onboarding client exited early")
+            if line.startswith("{"):
+                link = json.loads(line)
+                break
+            say(f"client: {line.strip()[:110]}")
+        link["id"] = link["link_id"]
+        say(f"link {link['id']}; External ID {link['external_id']}")
+        assert link["parameters"]["SaasPrincipalArn"] == saas_arn
+        v = api.call("GET", f"/v1/aws-accounts/{link['id']}", token=token)
+        say(f"the link is {v['state']} until the customer's stack reports")
 
         step("The customer deploys the stack (CloudFormation in their account)",
              "the role trusts exactly the SaaS principal, and only with the External ID")
         template = api.call("GET", "/v1/cloudformation/xrole-role.yaml")
         cfn = aws("cloudformation", gate_url, customer)
         params = [{"ParameterKey": k, "ParameterValue": v}
-                  for k, v in link["onboarding"]["parameters"].items() if v]
-        stack_id = cfn.create_stack(StackName=link["onboarding"]["stack_name"],
+                  for k, v in link["parameters"].items() if v]
+        stack_id = cfn.create_stack(StackName=link["stack_name"],
                                     TemplateBody=template.decode(), Parameters=params,
                                     Capabilities=["CAPABILITY_NAMED_IAM"])["StackId"]
         res = {r["LogicalResourceId"]: r["PhysicalResourceId"]
@@ -272,12 +285,15 @@ def main():
             raise SystemExit(f"link not active: {v}")
 
         base = f"/v1/aws-accounts/{link['id']}"
-        step("Provision a VPC: 2 zones, public + private subnets, internet gateway, routes",
+        step("The client sees the link active and provisions a VPC (2 zones, subnets, gateway, routes)",
              "202 + a job; a worker runs it on a short-lived customer session")
-        j = api.job(api.call("POST", f"{base}/vpcs", {"name": "prod", "cidr_block": "10.20.0.0/16",
-                                                      "availability_zones": ["us-east-1a", "us-east-1b"]},
-                             token=token, idem=True), token, "the VPC")
-        vpc = j["resources"][0]
+        out, _ = client.communicate(timeout=300)
+        for line in out.splitlines():
+            say(f"client: {line}")
+        if client.returncode != 0:
+            raise SystemExit(f"the onboarding client failed with {client.returncode}")
+        vpc = next(r for r in api.call("GET", f"{base}/resources", token=token)["data"]
+                   if r["kind"] == "vpc")
 
         step("Provision 2 EC2 instances and an RDS PostgreSQL database in that VPC",
              "IMDSv2, encrypted volumes; RDS keeps the master password in the customer's Secrets Manager")
@@ -321,7 +337,7 @@ def main():
         say(f"link is {v['state']}")
         log.flush()
         logs = pathlib.Path(work, "server.log").read_text()
-        for secret in (token, link["onboarding"]["parameters"]["CallbackSecret"], key["SecretAccessKey"]):
+        for secret in (token, link["parameters"]["CallbackSecret"], key["SecretAccessKey"]):
             if secret in logs:
                 raise SystemExit("a secret appeared in the server log")
         say("no API key, callback secret or AWS secret appeared in the server log")
