@@ -5,7 +5,9 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use tempfile::TempDir;
 
 /// Where PostgreSQL tests create their databases, unless overridden.
-pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Loopback needs no TLS, and libpq's OpenSSL clean-up at process exit can race
+/// pool threads still holding TLS connections.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 /// The environment variable naming the PostgreSQL server for tests.
 pub const POSTGRES_URL_VAR: &str = "XROLE_TEST_POSTGRES_URL";
 
