@@ -374,22 +374,23 @@ impl Keyring {
             .get(HEADER_LEN..HEADER_LEN + NONCE_LEN)
             .and_then(|n| n.try_into().ok())
             .ok_or(Error::MalformedBlob)?;
-        let mut buf = Zeroizing::new(
-            blob.get(HEADER_LEN + NONCE_LEN..)
-                .ok_or(Error::MalformedBlob)?
-                .to_vec(),
-        );
+        let sealed = blob
+            .get(HEADER_LEN + NONCE_LEN..)
+            .ok_or(Error::MalformedBlob)?;
+        let mut plaintext = SecretBytes::zeroed(sealed.len());
+        let buf = plaintext.bytes_mut();
+        buf.copy_from_slice(sealed);
         let len = entry
             .aead
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 aead::Aad::from(aad.as_bytes()),
-                &mut buf,
+                buf,
             )
             .map_err(|_| Error::Decrypt)?
             .len();
-        buf.truncate(len);
-        Ok(SecretBytes::from_zeroizing(buf))
+        plaintext.truncate(len);
+        Ok(plaintext)
     }
 
     /// Re-seals `blob` under the primary key. A blob already sealed under the primary is
