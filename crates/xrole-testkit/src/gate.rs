@@ -147,6 +147,48 @@ struct ControlState {
     counts: HashMap<String, u64>,
     by_account: HashMap<(String, String), u64>,
     by_token: HashMap<(String, String), u64>,
+    issued: Vec<IssuedCredentials>,
+}
+
+/// Session credentials that STS issued for an `AssumeRole` the gate let
+/// through. Tests search for them where they must never appear (databases,
+/// logs). `Debug` shows the role, session and access key id only.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IssuedCredentials {
+    /// The role assumed (the request's `RoleArn`).
+    pub role_arn: String,
+    /// The request's `RoleSessionName`.
+    pub session_name: String,
+    /// The session's access key id.
+    pub access_key_id: String,
+    /// The session's secret access key.
+    pub secret_access_key: String,
+    /// The session token.
+    pub session_token: String,
+}
+
+impl std::fmt::Debug for IssuedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCredentials")
+            .field("role_arn", &self.role_arn)
+            .field("session_name", &self.session_name)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IssuedCredentials {
+    /// Reads moto's `AssumeRoleResponse` (`<Credentials>…`); `None` if it holds none.
+    fn from_response(role_arn: &str, session_name: &str, xml: &str) -> Option<IssuedCredentials> {
+        let credentials = xml_text(xml, "Credentials")?;
+        Some(IssuedCredentials {
+            role_arn: role_arn.to_owned(),
+            session_name: session_name.to_owned(),
+            access_key_id: xml_text(&credentials, "AccessKeyId")?,
+            secret_access_key: xml_text(&credentials, "SecretAccessKey")?,
+            session_token: xml_text(&credentials, "SessionToken")?,
+        })
+    }
 }
 
 impl GateControl {
@@ -214,6 +256,14 @@ impl GateControl {
         self.state().by_token.get(&key).copied().unwrap_or(0)
     }
 
+    /// Every session the gate has seen issued for an `AssumeRole` it let
+    /// through, oldest first (refused and faulted requests issue none; other
+    /// credential-issuing actions are not recorded). Kept for the gate's
+    /// lifetime; `reset_counters` leaves them.
+    pub fn issued_credentials(&self) -> Vec<IssuedCredentials> {
+        self.state().issued.clone()
+    }
+
     /// Sets every counter to zero (faults and delays stay).
     pub fn reset_counters(&self) {
         let mut s = self.state();
@@ -232,6 +282,7 @@ impl GateControl {
     /// | `propagation_delay?ms=M` | [`GateControl::propagation_delay`] |
     /// | `skip_external_id_check?on=true\|false` | [`GateControl::skip_external_id_check`] |
     /// | `count?action=A[&account=ID\|&client_token=T]` | answers the count |
+    /// | `issued_credentials[?role_arn=ARN]` | answers [`GateControl::issued_credentials`] (for that role) as a JSON array |
     /// | `reset_counters` | [`GateControl::reset_counters`] |
     ///
     /// Answers `ok` (or the count), or the reason a request was malformed.
@@ -275,6 +326,15 @@ impl GateControl {
                     (None, None) => self.count(action),
                 };
                 return Ok(n.to_string());
+            }
+            "issued_credentials" => {
+                let role = q.get("role_arn");
+                let issued: Vec<IssuedCredentials> = self
+                    .issued_credentials()
+                    .into_iter()
+                    .filter(|c| role.is_none_or(|r| *r == c.role_arn))
+                    .collect();
+                return serde_json::to_string(&issued).map_err(|e| e.to_string());
             }
             "reset_counters" => self.reset_counters(),
             c => return Err(format!("unknown command {c}")),
@@ -400,16 +460,22 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infal
         Some(f) => return Ok(fault_error(f, &action, &info).response(&info)),
         None => {}
     }
+    let mut allowed = None;
     if let Some(params) = params {
         let decision = match params {
-            Ok(p) => state.decide_assume_role(&info, &p).await,
+            Ok(p) => state.decide_assume_role(&info, &p).await.map(|()| p),
             Err(e) => Err(e),
         };
-        if let Err(e) = decision {
-            return Ok(e.response(&info));
+        match decision {
+            Ok(p) => allowed = Some(p),
+            Err(e) => return Ok(e.response(&info)),
         }
     }
-    Ok(state.forward(&parts, body).await)
+    let resp = state.forward(&parts, body).await;
+    Ok(match allowed {
+        Some(p) => state.record_issued(&p, resp).await,
+        None => resp,
+    })
 }
 
 fn fault_error(fault: Fault, action: &str, info: &RequestInfo) -> AwsError {
@@ -463,6 +529,23 @@ struct RoleInfo {
 }
 
 impl State {
+    /// Records the credentials in a successful `AssumeRole` answer; passes
+    /// the answer on unchanged.
+    async fn record_issued(&self, p: &AssumeRoleParams, resp: Resp) -> Resp {
+        let (parts, body) = resp.into_parts();
+        let Ok(body) = body.collect().await.map(|b| b.to_bytes());
+        if parts.status.is_success()
+            && let Some(c) = IssuedCredentials::from_response(
+                &p.role_arn,
+                &p.session_name,
+                &String::from_utf8_lossy(&body),
+            )
+        {
+            self.control.state().issued.push(c);
+        }
+        Response::from_parts(parts, Full::new(body))
+    }
+
     async fn forward(&self, parts: &hyper::http::request::Parts, body: Bytes) -> Resp {
         let path = parts
             .uri

@@ -327,3 +327,55 @@ async fn counters_per_action_account_and_client_token() {
     assume(&aws, &role_a, "c4").await;
     assert_eq!(gate.count("AssumeRole"), 1);
 }
+
+#[tokio::test]
+async fn issued_credentials_are_recorded_for_allowed_assume_roles_only() {
+    let (aws, _customer, role) = setup().await;
+    let gate = aws.gate();
+    let sts = saas_sts(&aws);
+    let first = assume(&aws, &role, "s1").await;
+    let second = assume(&aws, &role, "s2").await;
+    // Refused (no External ID) and faulted requests issue nothing.
+    assert!(
+        sts.assume_role()
+            .role_arn(&role)
+            .role_session_name("s3")
+            .send()
+            .await
+            .is_err()
+    );
+    gate.fail_next("AssumeRole", 1, Fault::Throttling);
+    assert!(!assume_ok(&sts, &role).await);
+
+    let issued = gate.issued_credentials();
+    assert_eq!(issued.len(), 2, "{issued:?}");
+    for (got, (want, session)) in issued.iter().zip([(&first, "s1"), (&second, "s2")]) {
+        assert_eq!(got.role_arn, role);
+        assert_eq!(got.session_name, session);
+        assert_eq!(got.access_key_id, want.access_key_id());
+        assert_eq!(got.secret_access_key, want.secret_access_key());
+        assert_eq!(got.session_token, want.session_token());
+    }
+    assert_ne!(issued[0].secret_access_key, issued[1].secret_access_key);
+    let shown = format!("{issued:?}");
+    assert!(
+        !shown.contains(&issued[0].secret_access_key) && !shown.contains(&issued[0].session_token)
+    );
+
+    // The same list over the control API, filtered by role.
+    let url = |q: &str| format!("{}/_xrole_gate/issued_credentials{q}", aws.endpoint());
+    let all: Vec<serde_json::Value> = reqwest::get(url("")).await.unwrap().json().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["session_token"], second.session_token());
+    let q = format!("?role_arn={}", role.replace(':', "%3A").replace('/', "%2F"));
+    let mine: Vec<serde_json::Value> = reqwest::get(url(&q)).await.unwrap().json().await.unwrap();
+    assert_eq!(mine.len(), 2);
+    let none: Vec<serde_json::Value> =
+        reqwest::get(url("?role_arn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fx"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert!(none.is_empty());
+}
