@@ -81,6 +81,20 @@ enum KeysCommand {
     /// Re-seal every sealed column still under an older key (resumes an
     /// interrupted rotation).
     Reseal,
+    /// Add a fresh key that is not yet used to seal (step 1 of a rotation
+    /// across replicas: every replica learns it before anything uses it).
+    Add,
+    /// Make key ID the one new values are sealed with (step 2).
+    Promote {
+        /// The key id, as printed by `keys add`.
+        id: u32,
+    },
+    /// Re-seal anything still under another key, then remove key ID from the
+    /// keyring file (the last step, once every replica seals with the primary).
+    Retire {
+        /// The key id to remove; the primary cannot be retired.
+        id: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,6 +319,51 @@ fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Reseal => {
             let (k, _) = config::load_keyring(config.keyring.as_ref(), false)?;
             reseal(&config.database_url, &k)
+        }
+        KeysCommand::Add => {
+            let path =
+                configured_file.context("set XROLE_KEYRING_FILE to the keyring to change")?;
+            let mut k = Keyring::from_file(&path)?;
+            let new = k.add_key()?;
+            k.write_file(&path)?;
+            println!(
+                "key {new} added (primary is still key {}); keyring saved to {}",
+                k.primary_key_id(),
+                path.display()
+            );
+            Ok(())
+        }
+        KeysCommand::Promote { id } => {
+            let path =
+                configured_file.context("set XROLE_KEYRING_FILE to the keyring to change")?;
+            let mut k = Keyring::from_file(&path)?;
+            k.promote(id)?;
+            k.write_file(&path)?;
+            println!(
+                "key {id} is now primary; keyring saved to {}",
+                path.display()
+            );
+            Ok(())
+        }
+        KeysCommand::Retire { id } => {
+            let path =
+                configured_file.context("set XROLE_KEYRING_FILE to the keyring to change")?;
+            let mut k = Keyring::from_file(&path)?;
+            anyhow::ensure!(
+                k.key_ids().contains(&id),
+                "key {id} is not in {}",
+                path.display()
+            );
+            anyhow::ensure!(
+                id != k.primary_key_id(),
+                "key {id} is the primary; promote another key first"
+            );
+            // Nothing may stay sealed under the key once it is gone.
+            reseal(&config.database_url, &k)?;
+            k.retire(id)?;
+            k.write_file(&path)?;
+            println!("retired key {id}; keyring saved to {}", path.display());
+            Ok(())
         }
     }
 }

@@ -136,3 +136,59 @@ fn migrate_org_create_and_rotate_on_each_backend() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("re-sealed 0 value(s) under key 2"));
     }
 }
+
+#[test]
+fn keys_add_promote_retire_step_by_step() {
+    let db = TestDb::sqlite().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = xrole(dir.path(), db.url())
+            .env("XROLE_KEYRING_FILE", "keyring")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ids = || {
+        let text = std::fs::read_to_string(dir.path().join("keyring")).unwrap();
+        let k = xrole_crypto::Keyring::parse(&text).unwrap();
+        (k.key_ids(), k.primary_key_id())
+    };
+    assert!(run(&["keys", "generate"]).0);
+    assert!(run(&["migrate"]).0);
+    assert_eq!(ids(), (vec![1], 1));
+
+    let (ok, out, err) = run(&["keys", "add"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("key 2 added (primary is still key 1)"),
+        "{out}"
+    );
+    assert_eq!(ids(), (vec![1, 2], 1), "added, not promoted");
+
+    let (ok, _, err) = run(&["keys", "promote", "7"]);
+    assert!(!ok);
+    assert!(err.contains('7'), "{err}");
+    let (ok, out, err) = run(&["keys", "promote", "2"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("key 2 is now primary"), "{out}");
+    assert_eq!(ids(), (vec![1, 2], 2));
+
+    let (ok, _, err) = run(&["keys", "retire", "2"]);
+    assert!(!ok, "the primary cannot be retired");
+    assert!(err.contains("primary"), "{err}");
+    let (ok, _, err) = run(&["keys", "retire", "9"]);
+    assert!(!ok);
+    assert!(err.contains("not in"), "{err}");
+    assert_eq!(ids(), (vec![1, 2], 2), "refusals change nothing");
+
+    let (ok, out, err) = run(&["keys", "retire", "1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("re-sealed 0 value(s) under key 2"), "{out}");
+    assert!(out.contains("retired key 1"), "{out}");
+    assert_eq!(ids(), (vec![2], 2));
+}
