@@ -1,9 +1,11 @@
 //! Hardening: after a realistic flow (organization, users with passwords,
 //! sessions, API keys with idempotent replays, an AWS account link whose
 //! customer deploys the template and whose Lambda calls back, verified
-//! through STS on moto), neither the database's bytes nor any captured log
-//! line contains an API key, password, session token, callback secret or
-//! keyring key — raw, hex or base64.
+//! through STS on moto, then a VPC provisioned on a session of the
+//! customer's role), neither the database's bytes nor any captured log line
+//! contains an API key, password, session token, callback secret, keyring key,
+//! the SaaS identity's secret key or the AWS session credentials STS issued
+//! — raw, hex or base64.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 // The flow tests' support module (it allows its own dead code).
@@ -12,6 +14,7 @@ mod support;
 
 use std::sync::Arc;
 
+use aws_credential_types::provider::ProvideCredentials;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use reqwest::{Method, StatusCode};
@@ -186,12 +189,75 @@ async fn no_secret_reaches_the_database_or_the_logs() {
         let link = app.settled_link(&org, &link_id).await;
         assert_eq!(link["state"], "active", "{backend}: {link}");
 
+        // A provisioning job: the worker assumes the customer's role and
+        // builds a VPC with that session.
+        let res = app
+            .post(
+                &format!("/v1/aws-accounts/{link_id}/vpcs"),
+                &org.key,
+                &json!({"name": "prod", "cidr_block": "10.40.0.0/16", "availability_zones": ["us-east-1a"]}),
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::ACCEPTED,
+            "{}",
+            res.text().await.unwrap()
+        );
+        let job: Value = res.json().await.unwrap();
+        let job = app.finished_job(&org, job["id"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "succeeded", "{backend}: {job}");
+        assert!(
+            aws.gate()
+                .count_for_account("CreateVpc", customer.account_id())
+                >= 1,
+            "{backend}: the VPC was made with a session in the customer's account"
+        );
+
         drop(app);
+
+        // The temporary credentials STS issued for the customer's role (the
+        // gate records every AssumeRole it let through): verification's and
+        // the job's sessions.
+        let issued: Vec<_> = aws
+            .gate()
+            .issued_credentials()
+            .into_iter()
+            .filter(|c| c.role_arn == stack.role_arn)
+            .collect();
+        assert!(
+            !issued.is_empty(),
+            "{backend}: no session was issued for {}",
+            stack.role_arn
+        );
+        let saas = aws
+            .saas_config()
+            .credentials_provider()
+            .unwrap()
+            .provide_credentials()
+            .await
+            .unwrap();
+        let mut session_secrets: Vec<(String, Vec<u8>)> = vec![(
+            "SaaS secret access key".into(),
+            saas.secret_access_key().into(),
+        )];
+        for (i, c) in issued.iter().enumerate() {
+            session_secrets.push((
+                format!("session {i} ({}) secret access key", c.session_name),
+                c.secret_access_key.clone().into(),
+            ));
+            session_secrets.push((
+                format!("session {i} ({}) session token", c.session_name),
+                c.session_token.clone().into(),
+            ));
+        }
 
         let mut raw: Vec<(String, Vec<u8>)> = vec![("callback secret (raw)".into(), callback_raw)];
         for (i, k) in keyring_material(&keyring_text).into_iter().enumerate() {
             raw.push((format!("keyring key {i}"), k));
         }
+        // The AWS secrets are text: searched as is, and hex or base64 of that text.
+        raw.extend(session_secrets);
         for (what, bytes) in raw {
             for (j, enc) in encodings(&bytes).into_iter().enumerate() {
                 secrets.push((format!("{what} encoding {j}"), enc));
@@ -207,6 +273,10 @@ async fn no_secret_reaches_the_database_or_the_logs() {
             "{backend}: scan sees no data"
         );
         assert!(contains(&stored, link_id.as_bytes()), "{backend}");
+        assert!(
+            contains(&stored, job["id"].as_str().unwrap().as_bytes()),
+            "{backend}"
+        );
         assert!(logs.contains(&org.id), "the logs were captured");
         for (what, s) in &secrets {
             assert!(
