@@ -165,14 +165,34 @@ impl CustomizeConnection<Conn, Error> for Configure {
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// Applies every pending migration; returns the versions applied.
+/// The PostgreSQL advisory lock that serialises migrators: replicas that
+/// start at once on a database with pending migrations would otherwise run
+/// the same `CREATE`s concurrently, and all but one would fail to start.
+const MIGRATION_LOCK: i64 = 0x7872_6f6c_655f_6d67;
+
+/// Applies every pending migration; returns the versions applied. On
+/// PostgreSQL, concurrent callers (several replicas starting at once) take
+/// turns: the first applies the migrations, the others then find none
+/// pending.
 pub fn run_migrations(conn: &mut Conn) -> Result<Vec<String>> {
-    let applied = match conn {
-        Conn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
-        Conn::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+    fn versions<'a>(
+        r: diesel::migration::Result<Vec<diesel::migration::MigrationVersion<'a>>>,
+    ) -> Result<Vec<String>> {
+        let applied = r.map_err(|e| Error::Migration(e.to_string()))?;
+        Ok(applied.into_iter().map(|v| v.to_string()).collect())
     }
-    .map_err(|e| Error::Migration(e.to_string()))?;
-    Ok(applied.into_iter().map(|v| v.to_string()).collect())
+    match conn {
+        Conn::Sqlite(c) => versions(c.run_pending_migrations(SQLITE_MIGRATIONS)),
+        Conn::Pg(c) => {
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+            let applied = versions(c.run_pending_migrations(POSTGRES_MIGRATIONS));
+            // A session lock: closing the connection releases it too.
+            let unlocked = c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+            let applied = applied?;
+            unlocked?;
+            Ok(applied)
+        }
+    }
 }
 
 /// Reverts every applied migration (down.sql, newest first): an empty database.

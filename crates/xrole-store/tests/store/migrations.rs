@@ -1,7 +1,9 @@
-//! Migrations run up → down → up on both backends.
+//! Migrations run up → down → up on both backends, and concurrent
+//! migrators (replicas starting at once) on PostgreSQL take turns.
 
 use diesel::RunQueryDsl;
-use xrole_store::{has_pending_migrations, orgs, revert_all_migrations, run_migrations};
+use xrole_store::{connect, has_pending_migrations, orgs, revert_all_migrations, run_migrations};
+use xrole_testkit::TestDb;
 
 use crate::{T0, each_backend};
 
@@ -42,4 +44,35 @@ fn migrations_up_down_up() {
         orgs::create(conn, "after", T0)?;
         Ok(())
     });
+}
+
+#[test]
+fn concurrent_migrators_on_a_fresh_postgres_database_all_succeed() {
+    let Some(db) = TestDb::postgres().unwrap() else {
+        return;
+    };
+    let n = 4;
+    let start = std::sync::Barrier::new(n);
+    let applied: Vec<Vec<String>> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut conn = connect(db.url()).unwrap();
+                    start.wait();
+                    run_migrations(&mut conn)
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().unwrap().unwrap())
+            .collect()
+    });
+    // One of them applied every migration; the others found none pending.
+    assert_eq!(
+        applied.iter().filter(|a| !a.is_empty()).count(),
+        1,
+        "{applied:?}"
+    );
+    let mut conn = connect(db.url()).unwrap();
+    assert!(!has_pending_migrations(&mut conn).unwrap());
 }
