@@ -314,7 +314,11 @@ async fn run_claimed(
     lease_ms: i64,
     metrics: &WorkerMetrics,
 ) {
-    let Claimed { job, lease, .. } = c;
+    let Claimed {
+        job,
+        lease,
+        took_over,
+    } = c;
     let counter = Arc::new(Counter::default());
     let lost = Arc::new(tokio::sync::Notify::new());
     // Renew the lease (and publish progress) while the job runs.
@@ -352,7 +356,7 @@ async fn run_claimed(
         })
     };
     let outcome = tokio::select! {
-        r = run_job(state, aws, &job, &lease, counter.clone()) => Some(r),
+        r = run_job(state, aws, &job, &lease, counter.clone(), took_over) => Some(r),
         () = lost.notified() => None,
     };
     renewer.abort();
@@ -420,11 +424,12 @@ async fn run_job(
     job: &Job,
     lease: &Lease,
     counter: Arc<Counter>,
+    took_over: bool,
 ) -> Result<(), JobError> {
     match job.kind.as_str() {
         KIND_VERIFY => verify(state, aws, job, lease).await,
         KIND_VPC | KIND_INSTANCES | KIND_DATABASE => {
-            provision(state, aws, job, lease, counter).await
+            provision(state, aws, job, lease, counter, took_over).await
         }
         KIND_TEARDOWN => teardown(state, aws, job, lease, counter).await,
         other => Err(JobError::permanent(format!("unknown job kind {other}"))),
@@ -707,6 +712,7 @@ async fn provision(
     job: &Job,
     lease: &Lease,
     counter: Arc<Counter>,
+    took_over: bool,
 ) -> Result<(), JobError> {
     let org = job.org_id;
     let link = link_of(job)?;
@@ -742,7 +748,31 @@ async fn provision(
                 c.done.fetch_add(1, Ordering::SeqCst);
             }
         });
-    let env = executor.apply(&plan).await?;
+    let env = match executor.apply(&plan).await {
+        // The worker that held this job before lost it (it died, stalled or
+        // lost the database for a whole lease) after journaling the intent
+        // of a VPC or internet gateway step and before journaling its id,
+        // and the resource is not in the account under the job's tags: the
+        // create call never reached AWS. Without the lease that worker
+        // cannot journal a new intent, and it renews every third of a lease,
+        // so its last create went out at least two thirds of a lease ago: a
+        // resource it made would be visible by now. Creating the step again
+        // cannot make a twin; without this a crash at that point would fail
+        // the job for good, with nothing left to reconcile.
+        Err(xrole_provision::Error::ReconciliationRequired { steps }) if took_over => {
+            tracing::warn!(
+                job = %job.id,
+                steps = %steps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                "taken over after a crash: steps begun by the previous worker are not in the account; creating them"
+            );
+            let options = ExecutorOptions {
+                recreate: steps.into_iter().collect(),
+                ..executor_options(aws)
+            };
+            executor.with_options(options).apply(&plan).await?
+        }
+        r => r?,
+    };
 
     // Record what was made, and finish the job, in one transaction.
     let now = state.now_ms();
