@@ -6,8 +6,12 @@
 //! HMAC in constant time, and revocation, expiry and the owner's `disabled`
 //! flag checked against the injected clock. The key's rate limit comes last.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
@@ -65,15 +69,114 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Recently verified API keys, so that a read does not pay a second database
+/// round trip for its key row.
+///
+/// An entry keeps the key's stored hash, so every request still verifies its
+/// secret (constant time) and the key's expiry; what it skips for up to
+/// `ttl` is re-reading revocation and the owner's role and `disabled` flag.
+/// Any successful write on this replica clears the cache (see
+/// [`AuthCache::clear`]), and a lookup that raced with a clear is not
+/// stored, so a change made here takes effect at once and one made on
+/// another replica within `ttl`.
+#[derive(Debug)]
+pub struct AuthCache {
+    ttl: Duration,
+    generation: AtomicU64,
+    entries: Mutex<HashMap<String, Cached>>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    at: Instant,
+    hash: Vec<u8>,
+    expires_ms: Option<i64>,
+    principal: Principal,
+}
+
+/// More keys than this in the cache and it starts over (a bound, not an LRU).
+const AUTH_CACHE_MAX: usize = 10_000;
+
+impl AuthCache {
+    /// A cache trusting entries for `ttl` (zero: disabled).
+    pub fn new(ttl: Duration) -> Self {
+        AuthCache {
+            ttl,
+            generation: AtomicU64::new(0),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets every entry. Called after every successful write request.
+    pub fn clear(&self) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
+    }
+
+    fn get(&self, key_id: &str) -> Option<Cached> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key_id)
+            .filter(|c| c.at.elapsed() < self.ttl)
+            .cloned()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn put(&self, generation: u64, key_id: String, entry: Cached) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        // A write finished while the row was being read: it may be stale.
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        if entries.len() >= AUTH_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key_id, entry);
+    }
+}
+
 /// Authenticates `req`.
 pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Principal, ApiError> {
     let token = bearer(req).ok_or(ApiError::Unauthenticated)?;
     // Shape and checksum: no database access for garbage.
     let key = ApiKey::parse(token).map_err(|_| ApiError::Unauthenticated)?;
     let now = state.now_ms();
+    let principal = match state.auth_cache.get(key.key_id()) {
+        Some(c) => {
+            if !state.hasher.verify(&key, &c.hash) || c.expires_ms.is_some_and(|e| now >= e) {
+                return Err(ApiError::Unauthenticated);
+            }
+            c.principal
+        }
+        None => lookup(state, key, now).await?,
+    };
+    state
+        .limiter
+        .check(&principal.api_key_id.to_string())
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    Ok(principal)
+}
+
+/// The database half of [`authenticate`]; fills the cache on success.
+async fn lookup(state: &AppState, key: ApiKey, now: i64) -> Result<Principal, ApiError> {
     let hasher = state.hasher.clone();
     let key_id = key.key_id().to_owned();
-    let principal = state
+    let cache_key = key_id.clone();
+    let generation = state.auth_cache.generation();
+    let (principal, hash, expires_ms) = state
         .db(move |conn| {
             let Some((record, hash)) = xrole_store::api_keys::find_for_auth(conn, &key_id)? else {
                 return Err(ApiError::Unauthenticated);
@@ -96,18 +199,25 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Princip
                 }
                 None => UserRole::Member,
             };
-            Ok(Principal {
+            let principal = Principal {
                 org_id: record.org_id,
                 api_key_id: record.id,
                 user_id: record.owner,
                 role,
-            })
+            };
+            Ok((principal, hash, record.expires_ms))
         })
         .await?;
-    state
-        .limiter
-        .check(&principal.api_key_id.to_string())
-        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    state.auth_cache.put(
+        generation,
+        cache_key,
+        Cached {
+            at: Instant::now(),
+            hash,
+            expires_ms,
+            principal: principal.clone(),
+        },
+    );
     Ok(principal)
 }
 

@@ -90,6 +90,11 @@ pub struct Config {
     pub body_timeout_secs: u64,
     /// Lifetime of keys issued by `POST /v1/sessions`, in seconds.
     pub session_ttl_secs: i64,
+    /// How long a verified API key is trusted without reading its row again,
+    /// in milliseconds (0: read it on every request). A revocation, a user
+    /// change or any other write on this replica clears the cache at once;
+    /// other replicas see it within this time.
+    pub auth_cache_ms: u64,
 }
 
 impl Default for Config {
@@ -109,6 +114,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             body_timeout_secs: 10,
             session_ttl_secs: 3600,
+            auth_cache_ms: 1000,
         }
     }
 }
@@ -130,6 +136,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     body_timeout_secs: Option<u64>,
     session_ttl_secs: Option<i64>,
+    auth_cache_ms: Option<u64>,
 }
 
 impl Config {
@@ -260,6 +267,17 @@ impl Config {
                 "must be between 60 and 86400",
             ));
         }
+        if let Some(v) = env("XROLE_AUTH_CACHE_MS") {
+            c.auth_cache_ms = v.parse().map_err(|e| invalid("XROLE_AUTH_CACHE_MS", e))?;
+        } else if let Some(v) = fc.auth_cache_ms {
+            c.auth_cache_ms = v;
+        }
+        if c.auth_cache_ms > 60_000 {
+            return Err(invalid(
+                "XROLE_AUTH_CACHE_MS",
+                "must be at most 60000 (a revocation must not wait longer)",
+            ));
+        }
         Ok(c)
     }
 }
@@ -331,6 +349,8 @@ mod tests {
             ("XROLE_SIGNUP_OPEN", "maybe"),
             ("XROLE_RATE_LIMIT_BURST", "0"),
             ("XROLE_OPERATOR_TOKEN", "short"),
+            ("XROLE_AUTH_CACHE_MS", "60001"),
+            ("XROLE_AUTH_CACHE_MS", "-1"),
         ] {
             assert!(
                 matches!(

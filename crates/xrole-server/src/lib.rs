@@ -111,6 +111,7 @@ pub fn build_app_with(
     >,
 > {
     let metrics = state.metrics.clone();
+    let writes = state.clone();
     let limit = state.config.max_body_bytes;
     let body_timeout = std::time::Duration::from_secs(state.config.body_timeout_secs);
     App::new()
@@ -130,10 +131,18 @@ pub fn build_app_with(
         .wrap_fn(move |req, srv| {
             let start = Instant::now();
             let method = req.method().to_string();
+            let safe = req.method().is_safe();
             let metrics = metrics.clone();
+            let writes = writes.clone();
             let fut = srv.call(req);
             async move {
-                let res = fut.await?;
+                let res = fut.await;
+                // A write may have revoked a key or changed a user: verified
+                // keys are read again (whatever the outcome, to be safe).
+                if !safe {
+                    writes.auth_cache.clear();
+                }
+                let res = res?;
                 let route = res
                     .request()
                     .match_pattern()

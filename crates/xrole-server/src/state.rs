@@ -36,6 +36,11 @@ pub struct Inner {
     /// The AWS side (broker, SaaS principal), set once at start-up; routes
     /// that need it answer 503 until then.
     pub aws: std::sync::OnceLock<Arc<crate::link_flow::AwsRuntime>>,
+    /// Recently verified API keys.
+    pub auth_cache: crate::auth::AuthCache,
+    /// As many permits as the pool has connections: requests wait for a
+    /// connection here, as cheap tasks, instead of as blocked threads.
+    pub db_gate: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Inner {
@@ -66,6 +71,9 @@ impl AppState {
     pub fn new(config: Config, pool: Pool, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
         let hasher = Arc::new(keyring.api_key_hasher());
         let limiter = RateLimiter::new(config.rate_limit, clock.clone());
+        let auth_cache =
+            crate::auth::AuthCache::new(std::time::Duration::from_millis(config.auth_cache_ms));
+        let db_gate = tokio::sync::Semaphore::new(pool.max_size() as usize);
         AppState(Arc::new(Inner {
             config,
             pool,
@@ -75,6 +83,8 @@ impl AppState {
             limiter,
             metrics: Metrics::default(),
             aws: std::sync::OnceLock::new(),
+            auth_cache,
+            db_gate,
         }))
     }
 
@@ -89,6 +99,11 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut Conn) -> Result<T, ApiError> + Send + 'static,
     {
+        let _permit = self
+            .db_gate
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
         let pool = self.pool.clone();
         self.metrics.db_checkout();
         actix_web::web::block(move || {

@@ -307,7 +307,23 @@ pub fn reveal_external_id(
     org: OrgId,
     id: LinkId,
 ) -> Result<ExternalId> {
+    open_external_id(keyring, &load(conn, org, id)?)
+}
+
+/// A link of `org` with its External ID in clear, in one read (what the
+/// API shows the link's owner).
+pub fn get_revealed(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    org: OrgId,
+    id: LinkId,
+) -> Result<(Link, ExternalId)> {
     let row = load(conn, org, id)?;
+    let ext = open_external_id(keyring, &row)?;
+    Ok((row.try_into()?, ext))
+}
+
+fn open_external_id(keyring: &Keyring, row: &Row) -> Result<ExternalId> {
     let plain = keyring
         .open(
             &row.external_id_sealed,

@@ -411,8 +411,8 @@ pub async fn get(
     let org = principal.org_id;
     let out = state
         .db(move |conn| {
-            let l = xrole_store::links::get(conn, org, id)?;
-            link_out(&st, conn, org, &l)
+            let (l, ext) = xrole_store::links::get_revealed(conn, &st.keyring, org, id)?;
+            Ok(LinkOut::new(&l, &ext))
         })
         .await?;
     Ok(HttpResponse::Ok().json(out))
