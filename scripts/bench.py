@@ -1,4 +1,5 @@
-"""The server half of scripts/bench: starts servers, seeds data, runs wrk.
+"""The Python half of scripts/bench: starts servers, seeds data, runs wrk; and
+summarises the crates' criterion results (--summarise-criterion DIR).
 
 Everything listens on 127.0.0.1 only; every process it starts is stopped at
 the end, and every PostgreSQL database it creates is dropped.
@@ -182,7 +183,60 @@ def measure_backend(args, backend, workdir, results):
             pg_admin(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
 
 
+def fmt_ns(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.0f} ns"
+
+
+def summarise_criterion(root):
+    """One table from criterion's saved estimates, with the ratios the targets name."""
+    est = {}
+    for dirpath, _, files in os.walk(root):
+        if os.path.basename(dirpath) != "new" or "estimates.json" not in files:
+            continue
+        with open(os.path.join(dirpath, "benchmark.json")) as f:
+            full_id = json.load(f)["full_id"]
+        with open(os.path.join(dirpath, "estimates.json")) as f:
+            e = json.load(f)
+        est[full_id] = (e.get("slope") or e["mean"])["point_estimate"]
+    rows = []
+
+    def row(name, key, note=""):
+        if key in est:
+            rows.append((name, fmt_ns(est[key]), note))
+
+    for size in ("64B", "4096B"):
+        ring, ours = est.get(f"seal_open/{size}/ring_less_safe_key"), est.get(f"seal_open/{size}/xrole_keyring")
+        row(f"seal+open {size}, raw ring LessSafeKey", f"seal_open/{size}/ring_less_safe_key", "baseline")
+        if ring and ours:
+            over = (ours / ring - 1) * 100
+            row(f"seal+open {size}, Keyring", f"seal_open/{size}/xrole_keyring",
+                f"{over:+.0f}% (target <= +10%: {'met' if over <= 10 else 'NOT met'})")
+    key = "api_key/verify"
+    if key in est:
+        row("API key verify", key, f"target <= 2 µs: {'met' if est[key] <= 2000 else 'NOT met'}")
+    for full_id in sorted(est):
+        if full_id.startswith(("webhook", "password")):
+            row(full_id, full_id)
+    for full_id in sorted(k for k in est if k.startswith("cache_hit/")):
+        rate = 1e9 / est[full_id] / 1e6
+        row(full_id, full_id, f"{rate:.2f} M hits/s on one core")
+    for full_id in sorted(k for k in est if k.startswith("sdk_call_on_cached_credentials/")):
+        row(full_id, full_id)
+    print()
+    print("| benchmark | time | note |")
+    print("|---|---:|---|")
+    for name, t, note in rows:
+        print(f"| {name} | {t} | {note} |")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--summarise-criterion":
+        summarise_criterion(sys.argv[2])
+        return
     p = argparse.ArgumentParser()
     p.add_argument("--bin-dir", required=True)
     p.add_argument("--quick", action="store_true")
