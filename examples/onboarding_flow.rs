@@ -9,9 +9,10 @@
 //! ```
 //!
 //! It prints the quick-create URL (send it to your customer) and one JSON line
-//! with the link id and the stack parameters (for Terraform users), then polls
-//! until the link is `active` — the customer's stack calls back and xrole
-//! verifies the role — and finally creates a VPC and waits for its job.
+//! with the link id and the `onboarding` object (template URL, stack name and
+//! parameters, for the AWS CLI or Terraform), then polls until the link is
+//! `active` — the customer's stack calls back and xrole verifies the role —
+//! and finally creates a VPC and waits for its job.
 //! Plain HTTP only, as against a local server: enable one of reqwest's TLS
 //! features for an `https://` XROLE_URL.
 
@@ -120,8 +121,7 @@ pub async fn create_link(client: &Client, account: &str) -> anyhow::Result<Value
     println!(
         "{}",
         json!({"link_id": link["id"], "external_id": link["external_id"],
-               "stack_name": link["onboarding"]["stack_name"],
-               "parameters": link["onboarding"]["parameters"]})
+               "onboarding": link["onboarding"]})
     );
     Ok(link)
 }

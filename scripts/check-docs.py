@@ -7,11 +7,13 @@ that starts like a command) must be one of:
   `<!-- check-docs: NAME -->`, in a scratch directory with `xrole` on PATH,
   against a database that holds sealed values; each scenario then checks its
   effect (the keyring's keys, the backup, sealed values still opening);
+- run exactly as written by scripts/demo, which CI runs: the blocks marked
+  `<!-- check-docs: NAME -->` with a NAME in DEMO_BLOCKS below (the demo
+  reads them from the docs by that marker);
 - run verbatim by CI: the text appears in .ci/run or in a script it runs;
 - a narrower form of a command CI runs (SUBSETS below), checked to refer to
   things that exist;
-- a manual command (MANUAL below: long benchmarks, the customer's own AWS
-  account), checked likewise.
+- a manual command (MANUAL below: long benchmarks), checked likewise.
 
 Anything else fails the check, so a new command in the docs needs a home.
 Run with scripts/check-docs.
@@ -49,7 +51,12 @@ SUBSETS = {
     "ST_EXCLUDE_CHECKS= ST_PHASES=examples,coverage,fuzzing,stateful scripts/schemathesis":
         ("scripts/schemathesis", ["scripts/schemathesis"]),
 }
-# Run by hand: too long for CI, or aimed at a real AWS account.
+# Marked blocks that scripts/demo runs exactly as written: marker -> the script
+# that finds them by that marker.
+DEMO_BLOCKS = {"demo-create-stack": "scripts/demo.py"}
+# The operations runbook's marked blocks, run here.
+RUN_HERE = ("keyring", "rotate-one-box", "rotate-replicas")
+# Run by hand: too long for CI.
 MANUAL = {
     "scripts/bench": ["scripts/bench", "scripts/bench.py"],
     "scripts/bench --quick": ["scripts/bench", "scripts/bench.py"],
@@ -59,8 +66,6 @@ MANUAL = {
     "cargo bench -p xrole-crypto --bench crypto -- --warm-up-time 1 --measurement-time 3":
         ["crates/xrole-crypto/benches/crypto.rs"],
     "cargo bench -p xrole-assume --bench broker": ["crates/xrole-assume/benches/broker.rs"],
-    "aws cloudformation create-stack --stack-name xrole --capabilities CAPABILITY_NAMED_IAM":
-        ["cloudformation/xrole-role.yaml"],
 }
 # Inline code that names a program or mode in prose rather than a line to type.
 NAMES = {"xrole serve", "xrole serve --dev", "xrole worker", "pg_dump", "xrole migrate",
@@ -283,7 +288,7 @@ def main():
     for _, cmd, marker in commands:
         if marker:
             blocks.setdefault(marker, []).append(cmd)
-    for name in ("keyring", "rotate-one-box", "rotate-replicas"):
+    for name in RUN_HERE:
         if name not in blocks:
             raise SystemExit(f"check-docs: docs/operations.md has no block marked {name}")
     for scenario in ("rotate-one-box", "rotate-replicas"):
@@ -291,10 +296,22 @@ def main():
 
     ci_text = "\n".join(open(os.path.join(ROOT, f)).read() for f in CI_FILES)
     problems = []
+    for name, script in DEMO_BLOCKS.items():
+        if name not in blocks:
+            problems.append(f"no block in the docs is marked {name}")
+        if f"check-docs: {name}" not in open(os.path.join(ROOT, script)).read():
+            problems.append(f"{script} does not run the blocks marked {name}")
+        if not re.search(r"^scripts/demo$", ci_text, re.M):
+            problems.append("CI does not run scripts/demo")
     for rel, cmd, marker in commands:
-        if marker:
+        if marker in RUN_HERE:
             continue
-        if cmd in ci_text:
+        if marker in DEMO_BLOCKS:
+            how = "run by scripts/demo, exactly as written"
+        elif marker:
+            problems.append(f"{rel}: `{cmd}`: nothing runs the blocks marked {marker}")
+            continue
+        elif cmd in ci_text:
             how = "run by CI"
         elif cmd in SUBSETS:
             parent, paths = SUBSETS[cmd]

@@ -1,5 +1,7 @@
 """The flow of scripts/demo, step by step. Talks to xrole over HTTP as a
-client would, and to the emulated AWS accounts with boto3."""
+client would, and to the emulated AWS accounts with boto3; the customer
+deploys the stack with the AWS CLI commands of docs/onboarding.md, run as
+written."""
 
 import argparse
 import http.client
@@ -8,6 +10,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -24,6 +27,13 @@ from botocore.exceptions import ClientError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
+# Where the SaaS hosts the role template (XROLE_TEMPLATE_URL), as an operator
+# would: an S3 bucket of its own account.
+TEMPLATE_BUCKET = "xrole-templates"
+TEMPLATE_URL = f"https://{TEMPLATE_BUCKET}.s3.amazonaws.com/xrole-role.yaml"
+# The customer's commands, in the blocks of this document with this marker.
+ONBOARDING_DOC = ROOT / "docs/onboarding.md"
+CREATE_STACK_MARKER = "<!-- check-docs: demo-create-stack -->"
 OPERATOR_TOKEN = "demo-operator-token-" + uuid.uuid4().hex
 STEP = [0]
 
@@ -150,6 +160,35 @@ def run_lambda(python, kind, link, stack_id, role_arn, function_arn, bucket_url)
     return Bucket.answers[-1]
 
 
+def marked_blocks(doc, marker):
+    """The text of every fenced block right after a line `marker`, in order."""
+    blocks = re.findall(re.escape(marker) + r"\n```[a-z]*\n(.*?)^```", doc.read_text(),
+                        re.M | re.S)
+    if not blocks:
+        raise SystemExit(f"{doc.relative_to(ROOT)} has no block marked {marker}")
+    return blocks
+
+
+def customer_shell(script, cwd, gate_url, creds):
+    """Runs `script` with bash as the customer would: the AWS CLI of the
+    virtualenv on PATH, signed in to their account (the gate in front of the
+    emulator standing in for AWS)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "XROLE_")) and k != "BASH_ENV"}
+    env.update(PATH=os.path.dirname(os.path.abspath(sys.executable)) + os.pathsep + env.get("PATH", ""),
+               AWS_ENDPOINT_URL=gate_url, AWS_DEFAULT_REGION=REGION,
+               AWS_ACCESS_KEY_ID=creds["AccessKeyId"],
+               AWS_SECRET_ACCESS_KEY=creds["SecretAccessKey"],
+               AWS_SESSION_TOKEN=creds["SessionToken"],
+               AWS_CONFIG_FILE=os.path.join(cwd, "no-aws-config"),
+               AWS_SHARED_CREDENTIALS_FILE=os.path.join(cwd, "no-aws-credentials"))
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"the customer's commands failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    return r.stdout
+
+
 def tagged(ec2, rds, link_id):
     f = [{"Name": "tag:xrole:link", "Values": [link_id]}]
     out = [v["VpcId"] for v in ec2.describe_vpcs(Filters=f)["Vpcs"]]
@@ -198,6 +237,11 @@ def main():
         say(saas_arn)
         customer = admin_creds(moto_url, customer_account)
         say(f"the customer's account: {customer_account}")
+        s3 = aws("s3", moto_url, admin_creds(moto_url, saas_account))
+        s3.create_bucket(Bucket=TEMPLATE_BUCKET)
+        s3.put_object(Bucket=TEMPLATE_BUCKET, Key="xrole-role.yaml",
+                      Body=(ROOT / "cloudformation/xrole-role.yaml").read_bytes())
+        say(f"the role template, hosted in the SaaS's S3 bucket: {TEMPLATE_URL}")
 
         step("Start `xrole serve --dev` on SQLite",
              "no keyring configured: --dev creates one in a 0600 file and says so")
@@ -206,6 +250,7 @@ def main():
                    AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"],
                    XROLE_LISTEN=f"127.0.0.1:{port}", XROLE_PUBLIC_URL=f"http://127.0.0.1:{port}",
                    XROLE_DATABASE_URL=os.path.join(work, "xrole.db"),
+                   XROLE_TEMPLATE_URL=TEMPLATE_URL,
                    XROLE_OPERATOR_TOKEN=OPERATOR_TOKEN, XROLE_EXECUTOR_POLL_MILLISECONDS="50",
                    XROLE_JOB_POLL_MILLISECONDS="50", RUST_LOG="warn")
         env.pop("AWS_PROFILE", None)
@@ -240,20 +285,37 @@ def main():
                 break
             say(f"client: {line.strip()[:110]}")
         link["id"] = link["link_id"]
+        link.update(stack_name=link["onboarding"]["stack_name"],
+                    parameters=link["onboarding"]["parameters"])
         say(f"link {link['id']}; External ID {link['external_id']}")
         assert link["parameters"]["SaasPrincipalArn"] == saas_arn
+        assert link["onboarding"]["template_url"] == TEMPLATE_URL
         v = api.call("GET", f"/v1/aws-accounts/{link['id']}", token=token)
         say(f"the link is {v['state']} until the customer's stack reports")
 
-        step("The customer deploys the stack (CloudFormation in their account)",
-             "the role trusts exactly the SaaS principal, and only with the External ID")
-        template = api.call("GET", "/v1/cloudformation/xrole-role.yaml")
+        step("The customer deploys the stack with the AWS CLI, as docs/onboarding.md says",
+             "the documented commands run as written; the role trusts exactly the SaaS "
+             "principal, and only with the External ID")
+        customer_dir = os.path.join(work, "customer")
+        os.mkdir(customer_dir)
+        with open(os.path.join(customer_dir, "onboarding.json"), "w") as f:
+            json.dump(link["onboarding"], f)
+        say("onboarding.json: the link's onboarding object, as the SaaS hands it over")
+        script = "\n".join(marked_blocks(ONBOARDING_DOC, CREATE_STACK_MARKER))
+        for line in script.splitlines():
+            if line:
+                say(f"$ {line}")
+        out = customer_shell(script, customer_dir, gate_url, customer)
+        say(f"aws: {' '.join(out.split())}")
         cfn = aws("cloudformation", gate_url, customer)
-        params = [{"ParameterKey": k, "ParameterValue": v}
-                  for k, v in link["parameters"].items() if v]
-        stack_id = cfn.create_stack(StackName=link["stack_name"],
-                                    TemplateBody=template.decode(), Parameters=params,
-                                    Capabilities=["CAPABILITY_NAMED_IAM"])["StackId"]
+        stack = cfn.describe_stacks(StackName=link["stack_name"])["Stacks"][0]
+        stack_id = stack["StackId"]
+        # CREATE_IN_PROGRESS until the custom resource's Lambda answers (below).
+        if json.loads(out)["StackId"] != stack_id or \
+                stack["StackStatus"] not in ("CREATE_IN_PROGRESS", "CREATE_COMPLETE"):
+            raise SystemExit(f"the stack was not created: {stack}")
+        say(f"stack {link['stack_name']}: {stack['StackStatus']} "
+            "(until its Callback resource hears from the Lambda, below)")
         res = {r["LogicalResourceId"]: r["PhysicalResourceId"]
                for r in cfn.describe_stack_resources(StackName=stack_id)["StackResources"]}
         role_arn = aws("iam", gate_url, customer).get_role(RoleName=res["Role"])["Role"]["Arn"]
