@@ -48,7 +48,7 @@ SUBSETS = {
         ("scripts/test", ["crates/xrole-server/tests/hardening_crash.rs"]),
     "FUZZ_SECONDS=600 scripts/fuzz cidr": ("scripts/fuzz", ["fuzz/fuzz_targets/cidr.rs"]),
     "cargo +nightly fuzz run <target> <crash file>": ("scripts/fuzz", ["fuzz/Cargo.toml"]),
-    "ST_EXCLUDE_CHECKS= ST_PHASES=examples,coverage,fuzzing,stateful scripts/schemathesis":
+    "ST_PHASES=examples,coverage,fuzzing,stateful scripts/schemathesis":
         ("scripts/schemathesis", ["scripts/schemathesis"]),
 }
 # Marked blocks that scripts/demo runs exactly as written: marker -> the script

@@ -101,3 +101,61 @@ pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))
 }
+
+/// Deserializes a JSON integer into `T`, also when written with a zero
+/// fraction (`7.0`, `1e2`): JSON Schema's `integer` admits those, so the
+/// OpenAPI document's integers must too. Other fractions, and values out of
+/// `T`'s range, are refused.
+pub fn whole_number<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct Whole<T>(std::marker::PhantomData<T>);
+
+    impl<T: TryFrom<i64>> Visitor<'_> for Whole<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer in range")
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            i64::try_from(v)
+                .ok()
+                .and_then(|v| T::try_from(v).ok())
+                .ok_or_else(|| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            // Every f64 of magnitude 2^53 or more is whole; bound it well
+            // inside i64 so the cast below is exact.
+            if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 {
+                #[allow(clippy::cast_possible_truncation)]
+                let n = v as i64;
+                return self.visit_i64(n);
+            }
+            Err(E::invalid_value(Unexpected::Float(v), &self))
+        }
+    }
+
+    d.deserialize_any(Whole(std::marker::PhantomData))
+}
+
+/// [`whole_number`] for an optional field: absent or `null` is `None`.
+pub fn optional_whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    #[derive(serde::Deserialize)]
+    struct Wrap<T: TryFrom<i64>>(#[serde(deserialize_with = "whole_number")] T);
+    let v: Option<Wrap<T>> = serde::Deserialize::deserialize(d)?;
+    Ok(v.map(|Wrap(v)| v))
+}

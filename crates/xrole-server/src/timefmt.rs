@@ -61,16 +61,17 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         }
         frac_ms = padded.parse().ok()?;
     }
-    let offset_secs = match s.get(i..)? {
-        "Z" | "z" => 0,
-        rest if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
+    // Bytes, not string slices: the offset may hold any character, and a
+    // slice inside a multi-byte one would panic.
+    let offset_secs = match &b[i..] {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
             if oh > 23 || om > 59 {
                 return None;
             }
             let o = oh * 3600 + om * 60;
-            if rest.starts_with('-') { -o } else { o }
+            if *sign == b'-' { -o } else { o }
         }
         _ => return None,
     };
@@ -115,6 +116,29 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_offsets_are_refused_without_panicking() {
+        for s in [
+            "2030-01-01T00:00:00\u{e9}1234",
+            "2030-01-01T00:00:00+\u{e9}:000",
+            "2030-01-01T00:00:00+01\u{e9}00",
+            "2030-01-01T00:00:00++1:00",
+            "2030-01-01T00:00:00+1:000",
+            "2030-01-01T00:00:00.\u{e9}Z",
+            "2030-01-01T00:00:00+24:00",
+        ] {
+            assert_eq!(parse_rfc3339(s), None, "{s}");
+        }
+        assert_eq!(
+            parse_rfc3339("2030-01-01T01:30:00+01:30"),
+            parse_rfc3339("2030-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_rfc3339("2030-01-01T00:00:00-00:01"),
+            parse_rfc3339("2030-01-01T00:01:00Z")
+        );
+    }
 
     #[test]
     fn known_instants() {

@@ -8,12 +8,13 @@
 #[path = "api/helpers.rs"]
 mod helpers;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::future::join_all;
 use helpers::{OPERATOR_TOKEN, Options, TestApp, assert_problem, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use xrole_server::config::RateLimit;
@@ -458,9 +459,8 @@ async fn arbitrary_idempotency_keys_are_accepted_or_refused_by_the_rule() {
     );
 }
 
-// Regression tests for the schemathesis findings listed in docs/security.md.
-// They are ignored until the server is fixed; scripts/schemathesis excludes
-// the matching checks meanwhile.
+// Regression tests for the schemathesis findings listed in docs/security.md
+// (scripts/schemathesis runs with every check on).
 
 #[tokio::test]
 async fn undeclared_methods_answer_405_with_allow() {
@@ -484,39 +484,708 @@ async fn undeclared_methods_answer_405_with_allow() {
     }
 }
 
-#[tokio::test]
-async fn openapi_declares_problem_json_for_every_error() {
-    let app = spawn_app(TestDb::sqlite().unwrap()).await;
-    let doc: serde_json::Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut wrong = Vec::new();
-    for (path, ops) in doc["paths"].as_object().unwrap() {
-        // Readiness answers its own JSON status, also when it is 503.
-        if path == "/readyz" {
-            continue;
+/// The OpenAPI document, as `/openapi.json` serves it.
+fn document() -> Value {
+    serde_json::to_value(xrole_server::openapi::document()).unwrap()
+}
+
+/// Every operation of the document: (method, path, operation).
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if [
+                "get", "put", "post", "delete", "patch", "head", "options", "trace",
+            ]
+            .contains(&method.as_str())
+            {
+                out.push((method.clone(), path.clone(), op.clone()));
+            }
         }
-        for (method, op) in ops.as_object().unwrap() {
-            let Some(responses) = op["responses"].as_object() else {
+    }
+    out
+}
+
+/// Paths that serve static or in-memory content: no input, no database.
+const STATIC_PATHS: [&str; 4] = [
+    "/healthz",
+    "/metrics",
+    "/openapi.json",
+    "/v1/cloudformation/xrole-role.yaml",
+];
+
+/// The error statuses an operation can answer because of its shape,
+/// written out here independently of how openapi.rs derives them.
+fn shape_errors(path: &str, op: &Value) -> BTreeSet<&'static str> {
+    let mut want = BTreeSet::new();
+    if STATIC_PATHS.contains(&path) {
+        return want;
+    }
+    want.extend(["500", "503"]);
+    let params = op["parameters"].as_array().cloned().unwrap_or_default();
+    let param = |place: &str, name: Option<&str>| {
+        params
+            .iter()
+            .any(|p| p["in"] == place && name.is_none_or(|n| p["name"] == n))
+    };
+    let schemes: Vec<String> = op["security"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_object())
+        .flat_map(|s| s.keys().cloned())
+        .collect();
+    if !op["requestBody"].is_null() {
+        want.extend(["400", "408", "413", "415", "422"]);
+    }
+    if schemes
+        .iter()
+        .any(|s| s == "api_key" || s == "operator_token")
+    {
+        want.insert("401");
+    }
+    if schemes.iter().any(|s| s == "api_key") {
+        want.insert("429");
+    }
+    if param("path", None) {
+        want.insert("404");
+    }
+    if param("query", None) {
+        want.insert("400");
+    }
+    if param("query", Some("limit")) {
+        want.insert("422");
+    }
+    if param("header", Some("Idempotency-Key")) {
+        want.extend(["400", "409", "422"]);
+    }
+    want
+}
+
+#[test]
+fn openapi_declares_every_error_status_with_problem_json() {
+    let doc = document();
+    let mut wrong = Vec::new();
+    let mut ids = BTreeSet::new();
+    for (method, path, op) in operations(&doc) {
+        let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+        if !ids.insert(id.clone()) {
+            wrong.push(format!("{method} {path}: operationId {id:?} is not unique"));
+        }
+        let responses = op["responses"].as_object().unwrap();
+        for status in shape_errors(&path, &op) {
+            if !responses.contains_key(status) {
+                wrong.push(format!("{method} {path}: {status} not declared"));
+            }
+        }
+        for (status, r) in responses {
+            if !(status.starts_with('4') || status.starts_with('5')) {
                 continue;
-            };
-            for (status, r) in responses {
-                if status.starts_with('4') || status.starts_with('5') {
-                    let declared = r["content"]
-                        .as_object()
-                        .map(|c| c.keys().cloned().collect::<Vec<_>>());
-                    if declared.as_deref() != Some(&["application/problem+json".to_owned()][..]) {
-                        wrong.push(format!("{method} {path} {status}: {declared:?}"));
-                    }
-                }
+            }
+            let content = r["content"].as_object();
+            let declared = content.map(|c| c.keys().cloned().collect::<Vec<_>>());
+            if declared.as_deref() != Some(&["application/problem+json".to_owned()][..]) {
+                wrong.push(format!("{method} {path} {status}: {declared:?}"));
+            } else if r["content"]["application/problem+json"]["schema"]["$ref"]
+                != "#/components/schemas/Problem"
+            {
+                wrong.push(format!("{method} {path} {status}: not a Problem"));
+            }
+            if r["description"].as_str().unwrap_or_default().is_empty() {
+                wrong.push(format!("{method} {path} {status}: no description"));
             }
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Sends `body` (raw bytes, `content_type`) with an optional bearer token
+/// and extra headers.
+async fn send(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut r = app.client.request(
+        Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap(),
+        app.url(path),
+    );
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.header("content-type", content_type).body(b);
+    }
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    tokio::time::timeout(BOUND, r.send())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A request body of the error sweep: (what, content type, bytes).
+type SweepBody = (&'static str, &'static str, Vec<u8>);
+
+/// One request of the error sweep.
+struct Probe<'a> {
+    what: String,
+    url: String,
+    token: Option<&'a str>,
+    body: Option<&'a SweepBody>,
+    headers: Vec<(&'static str, &'static str)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_the_server_answers_is_declared_for_its_operation() {
+    // No AWS side: the routes that need it answer 503, which is declared too.
+    let app = spawn_app(TestDb::sqlite().unwrap()).await;
+    let org = app.create_org("Acme").await;
+    let member = app
+        .create_user(&org, "member@acme.example.com", "member")
+        .await;
+    let doc = document();
+    let tokens: [(&str, Option<&str>); 5] = [
+        ("no credentials", None),
+        ("a malformed key", Some("xrk_not-a-key")),
+        ("the operator token", Some(OPERATOR_TOKEN)),
+        ("a member's key", Some(&member.key)),
+        ("an admin's key", Some(&org.admin_key)),
+    ];
+    let oversize = vec![b' '; 70 * 1024];
+    let bodies: Vec<SweepBody> = vec![
+        ("an empty object", "application/json", b"{}".to_vec()),
+        ("malformed JSON", "application/json", b"{".to_vec()),
+        (
+            "an unknown field",
+            "application/json",
+            br#"{"zz": 1}"#.to_vec(),
+        ),
+        (
+            "a wrong type",
+            "application/json",
+            br#"{"name": 7}"#.to_vec(),
+        ),
+        ("text", "text/plain", b"{}".to_vec()),
+        ("70 KiB", "application/json", oversize),
+    ];
+    let mut wrong = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (method, path, op) in operations(&doc) {
+        if STATIC_PATHS.contains(&path.as_str()) {
+            continue;
+        }
+        let declared = op["responses"].as_object().unwrap().clone();
+        let has_body = !op["requestBody"].is_null();
+        let probe = |what: String, url: String, token, body, headers| Probe {
+            what,
+            url,
+            token,
+            body,
+            headers,
+        };
+        let mut cases = Vec::new();
+        let some_id = path.replace("{id}", &uuid::Uuid::now_v7().to_string());
+        for (who, token) in &tokens {
+            cases.push(probe(
+                who.to_string(),
+                some_id.clone(),
+                *token,
+                bodies.first(),
+                vec![],
+            ));
+        }
+        let admin = Some(org.admin_key.as_str());
+        if has_body {
+            for b in &bodies {
+                cases.push(probe(
+                    format!("admin, {}", b.0),
+                    some_id.clone(),
+                    admin,
+                    Some(b),
+                    vec![],
+                ));
+            }
+        }
+        if path.contains("{id}") {
+            cases.push(probe(
+                "a malformed id".into(),
+                path.replace("{id}", "not-a-uuid"),
+                admin,
+                bodies.first(),
+                vec![],
+            ));
+        }
+        for q in ["zz=1", "limit=0", "limit=x", "cursor=nope"] {
+            cases.push(probe(
+                format!("query {q}"),
+                format!("{some_id}?{q}"),
+                admin,
+                bodies.first(),
+                vec![],
+            ));
+        }
+        cases.push(probe(
+            "a malformed Idempotency-Key".into(),
+            some_id.clone(),
+            admin,
+            bodies.first(),
+            vec![("idempotency-key", "a b")],
+        ));
+        for Probe {
+            what,
+            url,
+            token,
+            body,
+            headers,
+        } in cases
+        {
+            let (ct, bytes) = match body {
+                Some((_, ct, b)) if has_body => (*ct, Some(b.clone())),
+                _ => ("application/json", None),
+            };
+            let res = send(&app, &method, &url, token, ct, bytes, &headers).await;
+            let status = res.status().as_u16();
+            if status < 400 {
+                continue;
+            }
+            seen.insert(status);
+            let ctype = res
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            if !declared.contains_key(&status.to_string()) {
+                wrong.push(format!(
+                    "{method} {path} with {what}: {status} is not declared"
+                ));
+            }
+            if ctype.as_deref() != Some("application/problem+json") {
+                wrong.push(format!(
+                    "{method} {path} with {what}: {status} is {ctype:?}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The requests above reached every kind of error they aim at.
+    for s in [400, 401, 403, 404, 413, 415, 422, 503] {
+        assert!(seen.contains(&s), "no {s} answered: {seen:?}");
+    }
+    assert_alive(&app).await;
+}
+
+/// The display-name rule of organizations, API keys and AWS account links,
+/// as the document states it.
+const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$";
+
+#[tokio::test]
+async fn names_follow_the_documented_rule() {
+    let doc = document();
+    for schema in ["CreateOrganization", "CreateApiKey", "CreateLink"] {
+        let name = &doc["components"]["schemas"][schema]["properties"]["name"];
+        assert_eq!(name["pattern"], NAME_PATTERN, "{schema}");
+        assert_eq!(name["minLength"], 1, "{schema}");
+        assert_eq!(name["maxLength"], 100, "{schema}");
+    }
+    let app = spawn_app(TestDb::sqlite().unwrap()).await;
+    let org = app.create_org("Acme").await;
+    // Valid by the pattern and the lengths (counted in characters, as sent).
+    let long = "x".repeat(100);
+    let accented = "\u{e9}".repeat(100);
+    let astral = "\u{1f680}".repeat(100);
+    for (name, stored) in [
+        ("a", "a"),
+        (long.as_str(), long.as_str()),
+        (accented.as_str(), accented.as_str()),
+        (astral.as_str(), astral.as_str()),
+        (" padded ", "padded"),
+        ("\u{a0}x\u{3000}", "x"),
+    ] {
+        let res = app
+            .post("/v1/api-keys", &org.admin_key, &json!({"name": name}))
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "{name:?}");
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(v["name"], stored, "{name:?}");
+    }
+    // Invalid by the pattern or the lengths.
+    let too_long = "x".repeat(101);
+    let padded_too_long = format!(" {}", "x".repeat(100));
+    for name in [
+        "",
+        "   ",
+        "\u{3000}",
+        "\u{a0}\u{2028}",
+        too_long.as_str(),
+        padded_too_long.as_str(),
+        "a\nb",
+        "acme\n",
+        "\tacme",
+        "\u{85}acme",
+        "acme\u{7f}",
+    ] {
+        let res = app
+            .post("/v1/api-keys", &org.admin_key, &json!({"name": name}))
+            .await;
+        let v = assert_problem(res, 422, "invalid_field").await;
+        assert_eq!(v["field"], "name", "{name:?}");
+    }
+}
+
+#[tokio::test]
+async fn passwords_are_counted_in_characters_as_documented() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field, min) in [
+        ("CreateUser", "password", 10),
+        ("CreateOrganization", "admin_password", 10),
+        ("CreateSession", "password", 1),
+    ] {
+        let p = &schemas[schema]["properties"][field];
+        assert_eq!(
+            (p["minLength"].as_u64(), p["maxLength"].as_u64()),
+            (Some(min), Some(1024)),
+            "{schema}"
+        );
+    }
+    let app = spawn_app(TestDb::sqlite().unwrap()).await;
+    let org = app.create_org("Acme").await;
+    // 1024 characters, 2048 bytes: valid.
+    let long = "\u{e9}".repeat(1024);
+    let res = app
+        .post(
+            "/v1/users",
+            &org.admin_key,
+            &json!({"email": "long@acme.example.com", "role": "member", "password": long}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let login = |password: String| {
+        let app = &app;
+        let org_id = org.id.clone();
+        async move {
+            app.request(
+                Method::POST,
+                "/v1/sessions",
+                None,
+                Some(
+                    &json!({"organization_id": org_id, "email": "long@acme.example.com",
+                    "password": password}),
+                ),
+            )
+            .await
+        }
+    };
+    let res = login(long.clone()).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let v: serde_json::Value = res.json().await.unwrap();
+    app.secret(v["token"].as_str().unwrap());
+    // 1025 characters, and 9.
+    let res = login("\u{e9}".repeat(1025)).await;
+    assert_eq!(
+        assert_problem(res, 422, "invalid_field").await["field"],
+        "password"
+    );
+    for password in ["x".repeat(1025), "x".repeat(9)] {
+        let res = app
+            .post(
+                "/v1/users",
+                &org.admin_key,
+                &json!({"email": "p@acme.example.com", "role": "member", "password": password}),
+            )
+            .await;
+        assert_eq!(
+            assert_problem(res, 422, "invalid_field").await["field"],
+            "password"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_user_update_needs_a_field_and_refuses_null() {
+    let doc = document();
+    let schema = &doc["components"]["schemas"]["UpdateUser"];
+    assert_eq!(schema["minProperties"], 1);
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["properties"]["disabled"]["type"], "boolean");
+    assert_eq!(
+        schema["properties"]["role"]["$ref"],
+        "#/components/schemas/RoleIn"
+    );
+    let app = spawn_app(TestDb::sqlite().unwrap()).await;
+    let org = app.create_org("Acme").await;
+    let m = app.create_user(&org, "m@acme.example.com", "member").await;
+    let path = format!("/v1/users/{}", m.id);
+    let res = app.patch(&path, &org.admin_key, &json!({})).await;
+    assert_problem(res, 422, "invalid_field").await;
+    for body in [
+        json!({"role": null}),
+        json!({"disabled": null}),
+        json!({"role": "admin", "disabled": null}),
+    ] {
+        let res = app.patch(&path, &org.admin_key, &body).await;
+        assert_problem(res, 400, "invalid_body").await;
+    }
+    let res = app
+        .patch(&path, &org.admin_key, &json!({"role": "admin"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// The `Idempotency-Key` rule (1 to 255 visible ASCII characters, optionally
+/// in double quotes, `""` being empty) as the document states it.
+const IDEMPOTENCY_KEY_PATTERN: &str =
+    r#"^([!-~]|[!#-~][!-~]|"[!#-~]|[!-~]{3,255}|"[!-~]{254,255}")$"#;
+
+#[tokio::test]
+async fn idempotency_keys_follow_the_documented_pattern() {
+    let doc = document();
+    let mut declared = 0;
+    for (method, path, op) in operations(&doc) {
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            if p["name"] == "Idempotency-Key" {
+                assert_eq!(
+                    p["schema"]["pattern"], IDEMPOTENCY_KEY_PATTERN,
+                    "{method} {path}"
+                );
+                assert_eq!(p["schema"]["type"], "string", "{method} {path}");
+                declared += 1;
+            }
+        }
+    }
+    assert_eq!(declared, 6);
+    let app = spawn_app(TestDb::sqlite().unwrap()).await;
+    let org = app.create_org("Acme").await;
+    let inner_255 = "k".repeat(255);
+    let quoted_255 = format!("\"{}\"", "q".repeat(255));
+    let quoted_256 = format!("\"{}\"", "q".repeat(256));
+    let unquoted_256 = "u".repeat(256);
+    for (i, (key, ok)) in [
+        ("\"", true),
+        ("\"x", true),
+        ("x\"", true),
+        ("\"\"", false),
+        ("\"'\"", true),
+        (inner_255.as_str(), true),
+        (quoted_255.as_str(), true),
+        (quoted_256.as_str(), false),
+        (unquoted_256.as_str(), false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let res = app
+            .client
+            .post(app.url("/v1/api-keys"))
+            .bearer_auth(&org.admin_key)
+            .header("idempotency-key", key)
+            .json(&json!({"name": format!("k{i}")}))
+            .send()
+            .await
+            .unwrap();
+        if ok {
+            assert_eq!(res.status(), StatusCode::CREATED, "{key:?}");
+        } else {
+            assert_problem(res, 400, "invalid_idempotency_key").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_expiry_offset_is_refused_not_a_crash() {
+    let app = spawn_app(TestDb::sqlite().unwrap()).await;
+    let org = app.create_org("Acme").await;
+    // A two-byte character where the offset's sign is: slicing the string
+    // there used to panic the worker.
+    for at in [
+        "2030-01-01T00:00:00\u{e9}1234",
+        "2030-01-01T00:00:00+0\u{e9}:00",
+    ] {
+        let res = app
+            .post(
+                "/v1/api-keys",
+                &org.admin_key,
+                &json!({"name": "k", "expires_at": at}),
+            )
+            .await;
+        let v = assert_problem(res, 422, "invalid_field").await;
+        assert_eq!(v["field"], "expires_at");
+    }
+    let res = app
+        .post(
+            "/v1/api-keys",
+            &org.admin_key,
+            &json!({"name": "k", "expires_at": "2030-01-01T00:00:00+01:30"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_alive(&app).await;
+}
+
+#[tokio::test]
+async fn integers_written_with_a_zero_fraction_are_integers() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let count = &schemas["CreateInstances"]["properties"]["count"];
+    assert_eq!(
+        (count["minimum"].as_u64(), count["maximum"].as_u64()),
+        (Some(1), Some(10))
+    );
+    let storage = &schemas["CreateDatabase"]["properties"]["allocated_storage_gb"];
+    assert_eq!(
+        (storage["minimum"].as_u64(), storage["maximum"].as_u64()),
+        (Some(20), Some(65536))
+    );
+    // JSON Schema's `integer` admits 7.0. Without an AWS side the server
+    // answers 503 once the body is read; a body it refuses is 400.
+    let app = spawn_app(TestDb::sqlite().unwrap()).await;
+    let org = app.create_org("Acme").await;
+    let link = uuid::Uuid::now_v7();
+    for (i, (route, body, status)) in [
+        (
+            "instances",
+            json!({"name": "web", "vpc_id": "vpc-1", "instance_type": "t3.micro", "count": 7.0}),
+            503,
+        ),
+        (
+            "instances",
+            json!({"name": "web", "vpc_id": "vpc-1", "instance_type": "t3.micro", "count": 7}),
+            503,
+        ),
+        (
+            "instances",
+            json!({"name": "web", "vpc_id": "vpc-1", "instance_type": "t3.micro", "count": 7.5}),
+            400,
+        ),
+        (
+            "instances",
+            json!({"name": "web", "vpc_id": "vpc-1", "instance_type": "t3.micro", "count": -1}),
+            400,
+        ),
+        (
+            "instances",
+            json!({"name": "web", "vpc_id": "vpc-1", "instance_type": "t3.micro", "count": null}),
+            503,
+        ),
+        (
+            "databases",
+            json!({"name": "db", "vpc_id": "vpc-1", "engine": "postgres",
+            "instance_class": "db.t3.micro", "allocated_storage_gb": 1e2}),
+            503,
+        ),
+        (
+            "databases",
+            json!({"name": "db", "vpc_id": "vpc-1", "engine": "postgres",
+            "instance_class": "db.t3.micro", "allocated_storage_gb": 4294967296.0}),
+            400,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let res = app
+            .client
+            .post(app.url(&format!("/v1/aws-accounts/{link}/{route}")))
+            .bearer_auth(&org.admin_key)
+            .header("idempotency-key", format!("zero-fraction-{i}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "{body}");
+    }
+}
+
+#[test]
+fn links_tell_that_an_aws_account_path_id_is_the_link_id() {
+    let doc = document();
+    let ids: BTreeSet<String> = operations(&doc)
+        .iter()
+        .filter_map(|(_, _, op)| op["operationId"].as_str().map(str::to_owned))
+        .collect();
+    let with_id: Vec<String> = operations(&doc)
+        .into_iter()
+        .filter(|(_, path, _)| path.starts_with("/v1/aws-accounts/{id}"))
+        .map(|(_, _, op)| op["operationId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(with_id.len(), 8);
+    for (path, method, status, value) in [
+        ("/v1/aws-accounts", "post", "201", "$response.body#/id"),
+        (
+            "/v1/aws-accounts",
+            "get",
+            "200",
+            "$response.body#/data/0/id",
+        ),
+        ("/v1/aws-accounts/{id}", "get", "200", "$response.body#/id"),
+    ] {
+        let links = &doc["paths"][path][method]["responses"][status]["links"];
+        for target in &with_id {
+            let link = &links[target.as_str()];
+            assert_eq!(link["operationId"], target.as_str(), "{method} {path}");
+            assert_eq!(
+                link["parameters"]["id"], value,
+                "{method} {path} -> {target}"
+            );
+            assert!(ids.contains(target));
+        }
+    }
+}
+
+/// IAM's role ARN rule (partition, 12-digit account, a path of at most 512
+/// characters, a 1-64 character name) as the document states it.
+const ROLE_ARN_PATTERN: &str = r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role(?=.{0,511}/[0-9A-Za-z_+=,.@-]{1,64}$)/([!-.0-~]+/)*[0-9A-Za-z_+=,.@-]{1,64}$";
+
+#[tokio::test]
+async fn role_arns_follow_the_documented_rule() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["SetRole", "StackCallback"] {
+        let arn = &schemas[schema]["properties"]["role_arn"];
+        assert_eq!(arn["pattern"], ROLE_ARN_PATTERN, "{schema}");
+        assert_eq!(arn["maxLength"], 613, "{schema}");
+    }
+    // The ARN is checked before the AWS side is needed: without one, a
+    // valid ARN gets 503 and an invalid one 422.
+    let app = spawn_app(TestDb::sqlite().unwrap()).await;
+    let org = app.create_org("Acme").await;
+    let path = format!("/v1/aws-accounts/{}/role", uuid::Uuid::now_v7());
+    let prefix = "arn:aws-us-gov:iam::123456789012:role";
+    // A path of exactly 512 characters, with the longest name: 613 in all.
+    let longest = format!("{prefix}/{}/{}", "p".repeat(510), "n".repeat(64));
+    assert_eq!(longest.chars().count(), 613);
+    let path_513 = format!("{prefix}/{}/n", "p".repeat(511));
+    let name_65 = format!("{prefix}/{}", "n".repeat(65));
+    for (arn, valid) in [
+        ("arn:aws:iam::123456789012:role/xrole", true),
+        ("arn:aws-cn:iam::123456789012:role/a/b/x+=,.@-_", true),
+        (longest.as_str(), true),
+        (path_513.as_str(), false),
+        (name_65.as_str(), false),
+        ("arn:aws:iam::123456789012:role//x", false),
+        ("arn:aws:iam::123456789012:role/x*", false),
+        (" arn:aws:iam::123456789012:role/x", false),
+        ("arn:aws:iam::12345678901:role/x", false),
+        ("arn:aws:sts::123456789012:role/x", false),
+    ] {
+        let res = app
+            .client
+            .put(app.url(&path))
+            .bearer_auth(&org.admin_key)
+            .json(&json!({"role_arn": arn}))
+            .send()
+            .await
+            .unwrap();
+        if valid {
+            assert_problem(res, 503, "unavailable").await;
+        } else {
+            let v = assert_problem(res, 422, "invalid_field").await;
+            assert_eq!(v["field"], "role_arn", "{arn}");
+        }
+    }
 }

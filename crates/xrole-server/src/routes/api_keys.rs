@@ -21,9 +21,17 @@ use crate::timefmt::parse_rfc3339;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    /// A label, 1 to 100 characters.
+    /// A label: 1 to 100 characters, not only whitespace, no control
+    /// characters; leading and trailing whitespace is removed.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
-    /// When the key stops working (RFC 3339, in the future); never if absent.
+    /// When the key stops working (RFC 3339); never if absent or null. It
+    /// must be in the future: a time already past answers 422.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 
@@ -122,9 +130,12 @@ pub fn revoke_all_of_user(
 /// The token is in this response only.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
     security(("api_key" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r#"^([!-~]|[!#-~][!-~]|"[!#-~]|[!-~]{3,255}|"[!-~]{254,255}")$"#,
+        description = "Makes retries safe: 1 to 255 visible ASCII characters, optionally in double quotes")),
     responses((status = 201, body = CreatedApiKey), (status = 400, body = Problem),
-        (status = 401, body = Problem), (status = 409, body = Problem),
+        (status = 401, body = Problem),
+        (status = 403, description = "The caller's key acts as no user", body = Problem),
+        (status = 409, body = Problem),
         (status = 422, body = Problem), (status = 429, body = Problem)))]
 pub async fn create(
     state: web::Data<AppState>,

@@ -132,14 +132,37 @@ pub struct CreatedLink {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLink {
-    /// A label, 1 to 100 characters.
+    /// A label: 1 to 100 characters, not only whitespace, no control
+    /// characters; leading and trailing whitespace is removed.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// The customer's account, if known (12 digits); otherwise learned from the stack.
+    #[schema(pattern = r"^[0-9]{12}$", example = "123456789012")]
     pub aws_account_id: Option<String>,
-    /// `read_only` or `provisioning`.
+    /// What xrole may do in the account.
+    #[schema(value_type = AccessLevelIn)]
     pub access_level: String,
     /// Where the stack goes and resources are made by default (`us-east-1` if absent).
+    #[schema(
+        max_length = 32,
+        pattern = r"^[a-z0-9]+(-[a-z0-9]+)+-[0-9]+$",
+        example = "eu-west-3"
+    )]
     pub region: Option<String>,
+}
+
+/// The access a link grants (the template's policies).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum AccessLevelIn {
+    /// Describe and list only.
+    ReadOnly,
+    /// Build VPCs, instances and databases, and tear down what xrole built.
+    Provisioning,
 }
 
 /// `PUT /v1/aws-accounts/{id}/role` body.
@@ -147,7 +170,14 @@ pub struct CreateLink {
 #[serde(deny_unknown_fields)]
 pub struct SetRole {
     /// A role made without the template (Terraform…), trusting the SaaS
-    /// principal with this link's External ID.
+    /// principal with this link's External ID. Its path is at most 512
+    /// characters. A role in another account than the link's answers 409
+    /// `account_mismatch`.
+    #[schema(
+        max_length = 613,
+        pattern = r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role(?=.{0,511}/[0-9A-Za-z_+=,.@-]{1,64}$)/([!-.0-~]+/)*[0-9A-Za-z_+=,.@-]{1,64}$",
+        example = "arn:aws:iam::123456789012:role/xrole"
+    )]
     pub role_arn: String,
 }
 
@@ -268,7 +298,8 @@ fn link_out(
 /// parameters with a one-time callback secret.
 #[utoipa::path(post, path = "/v1/aws-accounts", tag = "aws-accounts", request_body = CreateLink,
     security(("api_key" = [])),
-    params(("Idempotency-Key" = String, Header, description = "Required")),
+    params(("Idempotency-Key" = String, Header, pattern = r#"^([!-~]|[!#-~][!-~]|"[!#-~]|[!-~]{3,255}|"[!-~]{254,255}")$"#,
+        description = "Required: 1 to 255 visible ASCII characters, optionally in double quotes")),
     responses((status = 201, body = CreatedLink), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(
@@ -418,13 +449,15 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(out))
 }
 
-/// Remove a link: 409 while xrole-managed resources remain in the account.
-/// A link that ran jobs is kept as `disconnected` (its jobs and audit trail
-/// refer to it); otherwise it is deleted.
+/// Remove a link: 409 while xrole-managed resources remain in the account,
+/// or while one of its jobs runs. The link goes with its finished and
+/// queued jobs, and answers 404 afterwards; the audit trail keeps what
+/// happened.
 #[utoipa::path(delete, path = "/v1/aws-accounts/{id}", tag = "aws-accounts",
     params(("id" = String, Path, format = Uuid)), security(("api_key" = [])),
     responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem)))]
+        (status = 409, description = "Resources remain (`resources_remain`) or a job runs (`job_running`)",
+            body = Problem)))]
 pub async fn delete(
     state: web::Data<AppState>,
     principal: Principal,
@@ -436,6 +469,8 @@ pub async fn delete(
     let st = state.get_ref().clone();
     let role = state
         .tx(move |conn| {
+            use diesel::prelude::*;
+            use xrole_store::schema::jobs::dsl as j;
             let org = principal.org_id;
             let now = st.now_ms();
             let link = xrole_store::links::get(conn, org, id)?;
@@ -452,23 +487,32 @@ pub async fn delete(
                         .into(),
                 });
             }
-            let deleted =
-                xrole_store::write_transaction(conn, |c| xrole_store::links::delete(c, org, id));
-            let how = match deleted {
-                Ok(()) => "deleted",
-                Err(xrole_store::Error::NotFound) => return Err(ApiError::NotFound),
-                Err(_) => {
-                    xrole_store::links::set_state(conn, org, id, LinkState::Disconnected, now)?;
-                    "disconnected"
-                }
+            let running = || ApiError::Conflict {
+                code: "job_running",
+                detail: "a job is running through this link; retry when it has ended".into(),
             };
+            // A running job keeps its link; the others go with it (their
+            // steps too). A job that starts meanwhile keeps its row, and
+            // the link's deletion then fails on it: 409 as well.
+            let jobs = diesel::delete(
+                j::jobs
+                    .filter(j::org_id.eq(org.to_string()))
+                    .filter(j::link_id.eq(id.to_string()))
+                    .filter(j::state.ne(xrole_store::JobState::Running.as_str())),
+            )
+            .execute(conn)?;
+            match xrole_store::links::delete(conn, org, id) {
+                Ok(()) => {}
+                Err(xrole_store::Error::InUse(_)) => return Err(running()),
+                Err(e) => return Err(e.into()),
+            }
             audit::record(
                 conn,
                 org,
                 &principal.actor(),
                 "aws_account.deleted",
                 Some(format!("aws_account:{id}")),
-                serde_json::json!({"outcome": how}),
+                serde_json::json!({"name": link.name, "deleted_jobs": jobs}),
                 Some(&info),
                 now,
             )?;
@@ -488,6 +532,7 @@ pub async fn delete(
 #[utoipa::path(put, path = "/v1/aws-accounts/{id}/role", tag = "aws-accounts", request_body = SetRole,
     params(("id" = String, Path, format = Uuid)), security(("api_key" = [])),
     responses((status = 202, body = JobOut), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "The role is in another account than the link's (`account_mismatch`)", body = Problem),
         (status = 422, body = Problem)))]
 pub async fn set_role(
     state: web::Data<AppState>,
@@ -498,7 +543,7 @@ pub async fn set_role(
 ) -> Result<HttpResponse, ApiError> {
     let id: LinkId = path_id(&id)?;
     let body = read_json::<SetRole>(&req, payload).await?;
-    let role = RoleArn::parse(body.value.role_arn.trim()).map_err(|_| {
+    let role = RoleArn::parse(&body.value.role_arn).map_err(|_| {
         ApiError::invalid(
             "role_arn",
             "not an IAM role ARN such as arn:aws:iam::123456789012:role/xrole",
@@ -512,8 +557,13 @@ pub async fn set_role(
             let org = principal.org_id;
             let now = st.now_ms();
             let link = xrole_store::links::get(conn, org, id)?;
-            link_flow::check_account(&role, &link.aws_account_id)
-                .map_err(|m| ApiError::invalid("role_arn", m))?;
+            // The body is well-formed; the link's state is what it conflicts with.
+            link_flow::check_account(&role, &link.aws_account_id).map_err(|m| {
+                ApiError::Conflict {
+                    code: "account_mismatch",
+                    detail: m,
+                }
+            })?;
             let account = role.account_id();
             update_link_columns(
                 conn,
@@ -598,13 +648,26 @@ pub async fn verify(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVpc {
-    /// 1-24 characters of `[a-z0-9-]`, starting with a letter.
+    /// 1-24 characters of `[a-z0-9-]`, starting with a letter, with no `--`
+    /// or trailing `-`.
+    #[schema(max_length = 24, pattern = r"^[a-z](-?[a-z0-9])*$", example = "prod")]
     pub name: String,
-    /// A private IPv4 block, /16 to /28, such as `10.20.0.0/16`.
+    /// A private (RFC 1918) IPv4 block, /16 to /28, with no host bits set,
+    /// such as `10.20.0.0/16`.
+    #[schema(
+        pattern = r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}/(1[6-9]|2[0-8])$",
+        example = "10.20.0.0/16"
+    )]
     pub cidr_block: String,
-    /// Zones of the region (one public and one private subnet each).
+    /// 1 to 6 distinct zones of the region, such as `us-east-1a` (one
+    /// public and one private subnet each).
     pub availability_zones: Vec<String>,
     /// The region (default: the link's).
+    #[schema(
+        max_length = 32,
+        pattern = r"^[a-z0-9]+(-[a-z0-9]+)+-[0-9]+$",
+        example = "us-east-1"
+    )]
     pub region: Option<String>,
 }
 
@@ -612,15 +675,21 @@ pub struct CreateVpc {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstances {
-    /// 1-24 characters of `[a-z0-9-]`.
+    /// 1-24 characters of `[a-z0-9-]`, starting with a letter, with no `--`
+    /// or trailing `-`.
+    #[schema(max_length = 24, pattern = r"^[a-z](-?[a-z0-9])*$", example = "web")]
     pub name: String,
     /// The VPC resource (its xrole id, or its `vpc-…` id).
     pub vpc_id: String,
     /// Such as `t3.micro`.
+    #[schema(pattern = r"^[a-z0-9-]+\.[a-z0-9-]+$", example = "t3.micro")]
     pub instance_type: String,
     /// An AMI id; the latest Amazon Linux 2023 when absent.
+    #[schema(pattern = r"^ami-[0-9A-Fa-f]{8,17}$")]
     pub image_id: Option<String>,
     /// How many, 1-10 (default 1).
+    #[serde(default, deserialize_with = "crate::body::optional_whole_number")]
+    #[schema(minimum = 1, maximum = 10)]
     pub count: Option<u32>,
 }
 
@@ -628,20 +697,37 @@ pub struct CreateInstances {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDatabase {
-    /// 1-20 characters of `[a-z0-9-]`.
+    /// 1-20 characters of `[a-z0-9-]`, starting with a letter, with no `--`
+    /// or trailing `-`.
+    #[schema(max_length = 20, pattern = r"^[a-z](-?[a-z0-9])*$", example = "main")]
     pub name: String,
     /// The VPC resource (its xrole id, or its `vpc-…` id).
     pub vpc_id: String,
-    /// `postgres` or `mysql`.
+    /// The engine.
+    #[schema(value_type = EngineIn)]
     pub engine: String,
     /// Such as `16.4` (default: a current version of the engine).
+    #[schema(max_length = 32, pattern = r"^[0-9]+(\.[0-9]+)*$", example = "16.4")]
     pub engine_version: Option<String>,
     /// Such as `db.t3.micro`.
+    #[schema(pattern = r"^db\.[a-z0-9-]+\.[a-z0-9-]+$", example = "db.t3.micro")]
     pub instance_class: String,
     /// Storage in GB (20-65536).
+    #[serde(deserialize_with = "crate::body::whole_number")]
+    #[schema(minimum = 20, maximum = 65536)]
     pub allocated_storage_gb: i32,
     /// A standby in a second zone.
     pub multi_az: Option<bool>,
+}
+
+/// A database engine.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum EngineIn {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL.
+    Mysql,
 }
 
 /// The API field a plan problem is about.
@@ -932,7 +1018,8 @@ async fn provision(
 /// Build a VPC (subnets in each zone, internet gateway, routes, security
 /// groups `app` and `db`) in the linked account.
 #[utoipa::path(post, path = "/v1/aws-accounts/{id}/vpcs", tag = "aws-accounts", request_body = CreateVpc,
-    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header, description = "Required")),
+    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header, pattern = r#"^([!-~]|[!#-~][!-~]|"[!#-~]|[!-~]{3,255}|"[!-~]{254,255}")$"#,
+        description = "Required: 1 to 255 visible ASCII characters, optionally in double quotes")),
     security(("api_key" = [])),
     responses((status = 202, body = JobOut), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
@@ -958,7 +1045,8 @@ pub async fn create_vpc(
 
 /// Launch EC2 instances in a VPC xrole built.
 #[utoipa::path(post, path = "/v1/aws-accounts/{id}/instances", tag = "aws-accounts", request_body = CreateInstances,
-    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header, description = "Required")),
+    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header, pattern = r#"^([!-~]|[!#-~][!-~]|"[!#-~]|[!-~]{3,255}|"[!-~]{254,255}")$"#,
+        description = "Required: 1 to 255 visible ASCII characters, optionally in double quotes")),
     security(("api_key" = [])),
     responses((status = 202, body = JobOut), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
@@ -985,7 +1073,8 @@ pub async fn create_instances(
 /// Create an RDS database (password managed by RDS in the customer's
 /// Secrets Manager) in a VPC xrole built.
 #[utoipa::path(post, path = "/v1/aws-accounts/{id}/databases", tag = "aws-accounts", request_body = CreateDatabase,
-    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header, description = "Required")),
+    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header, pattern = r#"^([!-~]|[!#-~][!-~]|"[!#-~]|[!-~]{3,255}|"[!-~]{254,255}")$"#,
+        description = "Required: 1 to 255 visible ASCII characters, optionally in double quotes")),
     security(("api_key" = [])),
     responses((status = 202, body = JobOut), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]

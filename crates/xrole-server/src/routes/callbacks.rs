@@ -23,17 +23,36 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct StackCallback {
     /// The link the stack was made for.
+    #[schema(format = Uuid)]
     pub link_id: String,
-    /// `Create`, `Update` or `Delete`.
+    /// What happened to the stack.
+    #[schema(value_type = StackEvent)]
     pub event: String,
     /// The role the stack made.
+    #[schema(
+        max_length = 613,
+        pattern = r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role(?=.{0,511}/[0-9A-Za-z_+=,.@-]{1,64}$)/([!-.0-~]+/)*[0-9A-Za-z_+=,.@-]{1,64}$"
+    )]
     pub role_arn: String,
-    /// The account the stack runs in.
+    /// The account the stack runs in (12 digits, the role's).
+    #[schema(pattern = r"^[0-9]{12}$")]
     pub account_id: String,
     /// The stack.
     pub stack_id: String,
     /// The stack's region.
+    #[schema(max_length = 32, pattern = r"^[a-z0-9]+(-[a-z0-9]+)+-[0-9]+$")]
     pub region: String,
+}
+
+/// A CloudFormation stack event.
+#[derive(Debug, ToSchema)]
+pub enum StackEvent {
+    /// The stack was created.
+    Create,
+    /// The stack was updated.
+    Update,
+    /// The stack was deleted.
+    Delete,
 }
 
 /// What the server did.
@@ -62,8 +81,9 @@ fn unauthorized() -> ApiError {
 
 /// Receive a CloudFormation stack's signed callback.
 #[utoipa::path(post, path = "/v1/callbacks/cloudformation", tag = "aws-accounts", request_body = StackCallback,
-    params(("webhook-id" = String, Header), ("webhook-timestamp" = String, Header),
-        ("webhook-signature" = String, Header)),
+    params(("webhook-id" = String, Header, max_length = 256, description = "The message id (at most 256 bytes)"),
+        ("webhook-timestamp" = String, Header, description = "Unix seconds"),
+        ("webhook-signature" = String, Header, description = "`v1,<base64 HMAC-SHA256>`, space-separated")),
     responses((status = 200, body = CallbackOut), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn cloudformation(

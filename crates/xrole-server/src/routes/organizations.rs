@@ -18,13 +18,21 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters, not only whitespace, no control characters;
+    /// leading and trailing whitespace is removed.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
-    /// The first admin's email.
+    /// The first admin's email (at most 254 characters, no whitespace, a dot
+    /// in the domain).
+    #[schema(format = Email, max_length = 254, example = "admin@acme.example.com")]
     pub admin_email: String,
     /// The first admin's password (10 to 1024 characters); without one the
     /// admin uses API keys only.
-    #[schema(value_type = Option<String>, format = Password)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 10, max_length = 1024)]
     pub admin_password: Option<String>,
 }
 
@@ -65,13 +73,18 @@ impl NewOrg {
     }
 }
 
-/// A display name: trimmed, 1 to 100 characters, no control characters.
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// A display name: 1 to 100 characters as sent, not only whitespace, no
+/// control characters; stored trimmed. The OpenAPI document states the
+/// same rule as `minLength`, `maxLength` and a `pattern`.
 pub fn parse_name(raw: &str, field: &'static str) -> Result<String, ApiError> {
     let s = raw.trim();
-    if s.is_empty() || s.chars().count() > 100 {
+    if s.is_empty() || raw.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::invalid(field, "must be 1 to 100 characters"));
     }
-    if s.chars().any(char::is_control) {
+    if raw.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             field,
             "must not contain control characters",

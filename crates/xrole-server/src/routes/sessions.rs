@@ -11,7 +11,7 @@ use crate::body::read_json;
 use crate::error::{ApiError, Problem};
 use crate::routes::api_keys;
 use crate::routes::models::{ApiKeyOut, CreatedApiKey};
-use crate::routes::users::MAX_PASSWORD_BYTES;
+use crate::routes::users::MAX_PASSWORD_CHARS;
 use crate::state::AppState;
 
 /// `POST /v1/sessions` body.
@@ -22,9 +22,10 @@ pub struct CreateSession {
     #[schema(format = Uuid)]
     pub organization_id: String,
     /// The user's email.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
-    /// The user's password.
-    #[schema(value_type = String, format = Password)]
+    /// The user's password (1 to 1024 characters).
+    #[schema(value_type = String, format = Password, min_length = 1, max_length = 1024)]
     pub password: String,
 }
 
@@ -51,8 +52,12 @@ pub async fn create(
         .parse()
         .map_err(|_| ApiError::invalid("email", "not an email address"))?;
     let pw = SecretString::new(body.password);
-    if pw.expose_secret().is_empty() || pw.expose_secret().len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::invalid("password", "must be 1 to 1024 bytes"));
+    let chars = pw.expose_secret().chars().count();
+    if !(1..=MAX_PASSWORD_CHARS).contains(&chars) {
+        return Err(ApiError::invalid(
+            "password",
+            format!("must be 1 to {MAX_PASSWORD_CHARS} characters"),
+        ));
     }
     let found = state
         .db(

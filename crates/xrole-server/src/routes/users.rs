@@ -17,38 +17,57 @@ use crate::routes::api_keys;
 use crate::routes::models::{Page, UserOut};
 use crate::state::AppState;
 
-/// Shortest accepted password.
+/// Shortest accepted password, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 10;
-/// Longest accepted password (argon2 cost is per byte; bound it).
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest accepted password, in characters (at most 4 KiB of UTF-8; the
+/// bound keeps hashing cheap).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// `POST /v1/users` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
-    /// Email address, unique within the organization.
+    /// Email address, unique within the organization (compared in lower
+    /// case; at most 254 characters, no whitespace, a dot in the domain).
+    #[schema(format = Email, max_length = 254, example = "bob@acme.example.com")]
     pub email: String,
-    /// `admin` or `member`.
-    #[schema(value_type = String, example = "member")]
+    /// The user's role.
     pub role: RoleIn,
     /// Password for `POST /v1/sessions` (10 to 1024 characters).
-    #[schema(value_type = Option<String>, format = Password)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 10, max_length = 1024)]
     pub password: Option<String>,
 }
 
-/// `PATCH /v1/users/{id}` body: at least one field.
+/// `PATCH /v1/users/{id}` body: at least one field; neither may be null.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     /// New role.
-    #[schema(value_type = Option<String>, example = "admin")]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = RoleIn, required = false)]
     pub role: Option<RoleIn>,
     /// Disable (true) or re-enable (false).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool, required = false)]
     pub disabled: Option<bool>,
 }
 
-/// A role in a request body.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// A field that may be left out but not sent as `null`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<T>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom(
+            "null is not a value here; leave the field out",
+        )),
+    }
+}
+
+/// A role in a request body: `admin` manages users and keys.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoleIn {
     /// Manages users and keys.
@@ -70,10 +89,10 @@ impl From<RoleIn> for UserRole {
 pub fn check_password(p: String, field: &'static str) -> Result<SecretString, ApiError> {
     let p = SecretString::new(p);
     let chars = p.expose_secret().chars().count();
-    if chars < MIN_PASSWORD_CHARS || p.expose_secret().len() > MAX_PASSWORD_BYTES {
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
         return Err(ApiError::invalid(
             field,
-            format!("must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} characters"),
+            format!("must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"),
         ));
     }
     Ok(p)
@@ -100,7 +119,8 @@ fn parse_email(raw: &str) -> Result<Email, ApiError> {
 /// Add a user to the caller's organization (admin).
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUser,
     security(("api_key" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r#"^([!-~]|[!#-~][!-~]|"[!#-~]|[!-~]{3,255}|"[!-~]{254,255}")$"#,
+        description = "Makes retries safe: 1 to 255 visible ASCII characters, optionally in double quotes")),
     responses((status = 201, body = UserOut), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 422, body = Problem),
@@ -255,8 +275,10 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(UserOut::from(&user)))
 }
 
-/// Remove a user (admin): disables them and revokes all their API keys at
-/// once. The record stays for the audit trail.
+/// Remove a user (admin): the user and their API keys are deleted at once,
+/// so the keys stop working and the user's id answers 404 afterwards; the
+/// email may be used again. The audit trail keeps the user's creation,
+/// changes and removal.
 #[utoipa::path(delete, path = "/v1/users/{id}", tag = "users",
     params(("id" = String, Path, format = Uuid)), security(("api_key" = [])),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -279,19 +301,18 @@ pub async fn delete(
     state
         .tx(move |conn| {
             let now = st.now_ms();
-            let changes = UserChanges {
-                disabled: Some(true),
-                ..UserChanges::default()
-            };
-            xrole_store::users::update(conn, principal.org_id, id, &changes, now)?;
+            let user = xrole_store::users::get(conn, principal.org_id, id)?;
             let revoked = api_keys::revoke_all_of_user(conn, principal.org_id, id, now)?;
+            // The user's keys go with the row (ON DELETE CASCADE).
+            xrole_store::users::delete(conn, principal.org_id, id)?;
             audit::record(
                 conn,
                 principal.org_id,
                 &principal.actor(),
                 "user.deleted",
                 Some(format!("user:{id}")),
-                serde_json::json!({"revoked_api_keys": revoked}),
+                serde_json::json!({"email": user.email.as_str(), "role": user.role.as_str(),
+                    "revoked_api_keys": revoked}),
                 Some(&info),
                 now,
             )?;

@@ -52,18 +52,46 @@ async fn admin_manages_users() {
 
         let res = app.delete(&format!("/v1/users/{id}"), &org.admin_key).await;
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
-        let got: Value = app
-            .get(&format!("/v1/users/{id}"), &org.admin_key)
+        // Gone: a deleted resource is no longer available (RFC 9110 DELETE).
+        let path = format!("/v1/users/{id}");
+        assert_problem(app.get(&path, &org.admin_key).await, 404, "not_found").await;
+        assert_problem(
+            app.patch(&path, &org.admin_key, &json!({"disabled": false}))
+                .await,
+            404,
+            "not_found",
+        )
+        .await;
+        assert_problem(app.delete(&path, &org.admin_key).await, 404, "not_found").await;
+        let list: Value = app
+            .get("/v1/users", &org.admin_key)
             .await
             .json()
             .await
             .unwrap();
-        assert_eq!(got["disabled"], true);
+        assert!(
+            list["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|u| u["id"] != id),
+            "{list}"
+        );
+        // The email may be used again.
+        let res = app
+            .post(
+                "/v1/users",
+                &org.admin_key,
+                &json!({"email": "bob@acme.example.com", "role": "member"}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
 
         let actions = app.audit_actions(&org).await;
         assert_eq!(
             actions,
             vec![
+                "user.created",
                 "user.deleted",
                 "user.updated",
                 "user.updated",

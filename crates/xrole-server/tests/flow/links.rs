@@ -96,9 +96,11 @@ async fn a_role_in_another_account_is_rejected() {
         .create_xrole_role("xrole", &aws.saas_principal_arn(), external_id)
         .await
         .unwrap();
+    // A well-formed ARN that conflicts with the link's account: 409, not a
+    // 422 (the body is valid; schemathesis' positive_data_acceptance).
     let (status, v) = problem_code(put_role(&app, &org, &link_id, &role).await).await;
-    assert_eq!(status, 422, "{v}");
-    assert_eq!(v["field"], "role_arn");
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["code"], "account_mismatch");
     let link = app
         .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
         .await;
@@ -291,4 +293,59 @@ async fn a_role_that_does_not_trust_xrole_fails_with_a_reason() {
         .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     assert_eq!(app.settled_link(&org, &link_id).await["state"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_link_is_gone_with_its_jobs() {
+    let aws = Aws::start().await.unwrap();
+    for db in TestDb::all().unwrap() {
+        let customer = aws.customer().await.unwrap();
+        let app = spawn_flow_app(db, &aws, 1).await;
+        let org = app.create_org("Acme").await;
+        let created = app
+            .create_link(&org, Some(customer.account_id()), "provisioning")
+            .await;
+        let link_id = created["id"].as_str().unwrap().to_owned();
+        let role = customer
+            .create_xrole_role(
+                "xrole",
+                &aws.saas_principal_arn(),
+                created["external_id"].as_str().unwrap(),
+            )
+            .await
+            .unwrap();
+        let res = put_role(&app, &org, &link_id, &role).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let job: Value = res.json().await.unwrap();
+        let job_id = job["id"].as_str().unwrap().to_owned();
+        app.settled_link(&org, &link_id).await;
+        app.finished_job(&org, &job_id).await;
+
+        let path = format!("/v1/aws-accounts/{link_id}");
+        let res = app
+            .request(Method::DELETE, &path, Some(&org.key), None, None)
+            .await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        // Gone, with its jobs: nothing answers 200 for it any more.
+        for gone in [
+            path.clone(),
+            format!("{path}/resources"),
+            format!("/v1/jobs/{job_id}"),
+        ] {
+            let res = app
+                .request(Method::GET, &gone, Some(&org.key), None, None)
+                .await;
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{gone}");
+        }
+        let res = app
+            .request(Method::DELETE, &path, Some(&org.key), None, None)
+            .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let events = audit_events(&app, &org).await;
+        let deleted = events
+            .iter()
+            .find(|e| e["action"] == "aws_account.deleted")
+            .unwrap();
+        assert_eq!(deleted["details"]["deleted_jobs"], 1, "{deleted}");
+    }
 }
