@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, audit, health, organizations, sessions, users};
+use crate::routes::{api_keys, audit, health, organizations, sessions, users, whoami};
 use crate::routes::{aws_accounts, callbacks, cloudformation, jobs, resources};
 
 /// The document's root.
@@ -22,6 +22,7 @@ use crate::routes::{aws_accounts, callbacks, cloudformation, jobs, resources};
         health::openapi,
         organizations::create,
         organizations::get_own,
+        whoami::whoami,
         users::create,
         users::list,
         users::get,

@@ -23,6 +23,7 @@ pub mod organizations;
 pub mod resources;
 pub mod sessions;
 pub mod users;
+pub mod whoami;
 
 /// One route: method, path pattern and the handler attached to a route of
 /// that method.
@@ -57,6 +58,7 @@ pub fn table() -> Vec<RouteDef> {
         def(Method::GET, "/v1/organization", |r| {
             r.to(organizations::get_own)
         }),
+        def(Method::GET, "/v1/whoami", |r| r.to(whoami::whoami)),
         def(Method::POST, "/v1/users", |r| r.to(users::create)),
         def(Method::GET, "/v1/users", |r| r.to(users::list)),
         def(Method::GET, "/v1/users/{id}", |r| r.to(users::get)),

@@ -181,3 +181,47 @@ async fn members_see_and_revoke_only_their_own_keys() {
         assert_eq!(app.get("/v1/organization", token).await.status(), 401);
     });
 }
+
+#[tokio::test]
+async fn whoami_names_the_key_its_user_and_role() {
+    each_db!(|app| {
+        let org = app.create_org("Acme").await;
+        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let v: Value = app
+            .get("/v1/whoami", &org.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            json!({"organization_id": org.id, "api_key_id": org.admin_key_id,
+                   "user_id": org.admin_id, "role": "admin"})
+        );
+        let v: Value = app.get("/v1/whoami", &m.key).await.json().await.unwrap();
+        assert_eq!(v["organization_id"], org.id.as_str());
+        assert_eq!(v["user_id"], m.id.as_str());
+        assert_eq!(v["role"], "member");
+        assert_ne!(v["api_key_id"], org.admin_key_id.as_str());
+
+        assert_problem(
+            app.get("/v1/whoami", "xrk_not-a-key").await,
+            401,
+            "unauthenticated",
+        )
+        .await;
+        let res = app
+            .delete(
+                &format!("/v1/api-keys/{}", org.admin_key_id),
+                &org.admin_key,
+            )
+            .await;
+        assert_eq!(res.status(), 204);
+        assert_problem(
+            app.get("/v1/whoami", &org.admin_key).await,
+            401,
+            "unauthenticated",
+        )
+        .await;
+    });
+}
