@@ -1,60 +1,28 @@
-//! Criterion benchmarks: keyring sealing next to raw ring in the same run, API-key and
-//! webhook verification, and password hashing at the production parameters.
+//! Criterion benchmarks: keyring sealing next to raw ring in the same run (the cases are in
+//! `support/mod.rs`, shared with the interleaved `seal_open_ratio`), API-key and webhook
+//! verification, and password hashing at the production parameters.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
 use std::time::{Duration, UNIX_EPOCH};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ring::aead::{self, AES_256_GCM, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
-use xrole_crypto::{Aad, ApiKey, Keyring, WebhookSecret, password};
+use xrole_crypto::{ApiKey, Keyring, WebhookSecret, password};
+
+mod support;
+use support::SealOpen;
 
 fn seal_open(c: &mut Criterion) {
-    let keyring = Keyring::generate().unwrap();
-    let aad = Aad::new(
-        "aws_links",
-        "external_id",
-        "0190c7a4-7e1b-7cc2-8f4e-6f1d2c3b4a59",
-        "0190c7a4-8000-7abc-9def-0123456789ab",
-    );
-    let raw = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
-    let rng = SystemRandom::new();
-
     for size in [64usize, 4096] {
-        let plaintext = vec![0x5au8; size];
+        let case = SealOpen::new(size);
         let mut group = c.benchmark_group(format!("seal_open/{size}B"));
         group.throughput(Throughput::Bytes(size as u64));
-        // Baseline: ring alone, with the same fresh random nonce, allocation and AAD.
         group.bench_function("ring_less_safe_key", |b| {
-            b.iter(|| {
-                let mut nonce = [0u8; NONCE_LEN];
-                rng.fill(&mut nonce).unwrap();
-                let mut buf = Vec::with_capacity(size + 16);
-                buf.extend_from_slice(black_box(&plaintext));
-                raw.seal_in_place_append_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    aead::Aad::from(aad.as_bytes()),
-                    &mut buf,
-                )
-                .unwrap();
-                let mut ct = black_box(buf);
-                let pt = raw
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(nonce),
-                        aead::Aad::from(aad.as_bytes()),
-                        &mut ct,
-                    )
-                    .unwrap();
-                black_box(pt.len());
-            })
+            b.iter(|| case.ring_less_safe_key())
         });
-        group.bench_function("xrole_keyring", |b| {
-            b.iter(|| {
-                let blob = keyring.seal(black_box(&plaintext), &aad).unwrap();
-                let opened = keyring.open(black_box(&blob), &aad).unwrap();
-                black_box(opened.expose_secret().len());
-            })
+        group.bench_function("xrole_keyring", |b| b.iter(|| case.xrole_keyring()));
+        group.bench_function("xrole_keyring_owned", |b| {
+            b.iter(|| case.xrole_keyring_owned())
         });
         group.finish();
     }

@@ -327,7 +327,10 @@ impl Keyring {
     /// [`seal_limit`](Keyring::seal_limit) blobs in this process.
     pub fn seal(&self, plaintext: &[u8], aad: &Aad) -> Result<Vec<u8>> {
         let id = self.primary;
-        let entry = self.keys.get(&id).ok_or(Error::UnknownKeyId(id))?;
+        // `let else` rather than `ok_or`: no error value is built and dropped on success.
+        let Some(entry) = self.keys.get(&id) else {
+            return Err(Error::UnknownKeyId(id));
+        };
         if entry.sealed.fetch_add(1, Ordering::Relaxed) >= self.seal_limit {
             return Err(Error::SealLimitReached { key_id: id });
         }
@@ -352,45 +355,56 @@ impl Keyring {
 
     /// Reads a blob's header: its key id. Never tries other keys.
     fn blob_key_id(blob: &[u8]) -> Result<u32> {
-        let (&version, rest) = blob.split_first().ok_or(Error::MalformedBlob)?;
-        if version != BLOB_VERSION {
-            return Err(Error::UnsupportedBlobVersion(version));
+        match *blob {
+            [version, ..] if version != BLOB_VERSION => Err(Error::UnsupportedBlobVersion(version)),
+            [_, a, b, c, d, ..] if blob.len() >= BLOB_OVERHEAD => {
+                Ok(u32::from_be_bytes([a, b, c, d]))
+            }
+            _ => Err(Error::MalformedBlob),
         }
-        if blob.len() < BLOB_OVERHEAD {
-            return Err(Error::MalformedBlob);
-        }
-        let id: [u8; 4] = rest
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(Error::MalformedBlob)?;
-        Ok(u32::from_be_bytes(id))
     }
 
     /// Opens a blob sealed by any key of this keyring, checking it against `aad`.
+    ///
+    /// The blob is borrowed, so it is copied into a new buffer that is decrypted in place.
+    /// A caller that owns the blob (a row just read, for example) saves the allocation and
+    /// the copy with [`open_owned`](Keyring::open_owned).
     pub fn open(&self, blob: &[u8], aad: &Aad) -> Result<SecretBytes> {
-        let id = Self::blob_key_id(blob)?;
-        let entry = self.keys.get(&id).ok_or(Error::UnknownKeyId(id))?;
-        let nonce: [u8; NONCE_LEN] = blob
-            .get(HEADER_LEN..HEADER_LEN + NONCE_LEN)
-            .and_then(|n| n.try_into().ok())
-            .ok_or(Error::MalformedBlob)?;
-        let sealed = blob
-            .get(HEADER_LEN + NONCE_LEN..)
-            .ok_or(Error::MalformedBlob)?;
-        let mut plaintext = SecretBytes::zeroed(sealed.len());
-        let buf = plaintext.bytes_mut();
-        buf.copy_from_slice(sealed);
+        self.open_owned(blob.to_vec(), aad)
+    }
+
+    /// Opens a blob the caller owns, checking it against `aad`: the same checks and errors
+    /// as [`open`](Keyring::open), without the copy.
+    ///
+    /// The ciphertext is decrypted in place in the blob's own allocation, which becomes the
+    /// returned [`SecretBytes`]; dropping it clears the whole allocation, header and tag
+    /// included. On an error the blob is cleared before it is freed.
+    pub fn open_owned(&self, blob: Vec<u8>, aad: &Aad) -> Result<SecretBytes> {
+        // From here on every path, errors included, clears the buffer on drop.
+        let mut secret = SecretBytes::new(blob);
+        let buf = secret.buffer_mut();
+        let id = Self::blob_key_id(buf)?;
+        let Some(entry) = self.keys.get(&id) else {
+            return Err(Error::UnknownKeyId(id));
+        };
+        // `blob_key_id` checked the length: the nonce and the tag are there.
+        let Some((header, sealed)) = buf.split_at_mut_checked(HEADER_LEN + NONCE_LEN) else {
+            return Err(Error::MalformedBlob);
+        };
+        let Some(&nonce) = header.last_chunk::<NONCE_LEN>() else {
+            return Err(Error::MalformedBlob);
+        };
         let len = entry
             .aead
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 aead::Aad::from(aad.as_bytes()),
-                buf,
+                sealed,
             )
             .map_err(|_| Error::Decrypt)?
             .len();
-        plaintext.truncate(len);
-        Ok(plaintext)
+        secret.set_window(HEADER_LEN + NONCE_LEN, len);
+        Ok(secret)
     }
 
     /// Re-seals `blob` under the primary key. A blob already sealed under the primary is

@@ -1,53 +1,59 @@
 //! Secret newtypes: zeroized on drop, redacted in `Debug`, no `Display`/`Clone`/`Serialize`.
 
-use zerocopy::IntoBytes;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 pub(crate) const REDACTED: &str = "** redacted **";
 
 /// Secret bytes (for example an opened blob). Zeroized on drop.
 ///
-/// The bytes live in a buffer of 64-bit words: zeroizing clears it a word at a time
-/// instead of a byte at a time, which keeps opening a 4 KiB blob close to raw AES-GCM.
+/// The secret is a window into a byte buffer that drop clears whole, spare capacity
+/// included. For a blob opened with [`Keyring::open_owned`](crate::Keyring::open_owned)
+/// the buffer is the blob's own allocation, so its header and tag are cleared with the
+/// plaintext. Clearing is [`zeroize`]'s slice zeroization: on x86-64 and aarch64 one bulk
+/// fill followed by an optimisation barrier, not a volatile write per byte.
 pub struct SecretBytes {
-    words: Zeroizing<Vec<u64>>,
-    len: usize,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
 }
 
 impl SecretBytes {
-    /// Wraps `bytes`; they are zeroized when the value is dropped.
+    /// Wraps `bytes` without copying them; they are zeroized when the value is dropped.
     pub fn new(bytes: Vec<u8>) -> Self {
-        let bytes = Zeroizing::new(bytes);
-        let mut secret = Self::zeroed(bytes.len());
-        secret.bytes_mut().copy_from_slice(&bytes);
-        secret
-    }
-
-    /// A zero-filled secret of `len` bytes, to be written in place.
-    pub(crate) fn zeroed(len: usize) -> Self {
+        let end = bytes.len();
         Self {
-            words: Zeroizing::new(vec![0u64; len.div_ceil(8)]),
-            len,
+            buf: bytes,
+            start: 0,
+            end,
         }
     }
 
     /// The secret bytes. Every read is explicit.
     pub fn expose_secret(&self) -> &[u8] {
-        self.words.as_bytes().get(..self.len).unwrap_or_default()
+        self.buf.get(self.start..self.end).unwrap_or_default()
     }
 
-    /// The whole writable buffer (its length is the current length).
-    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
-        let len = self.len;
-        self.words.as_mut_bytes().get_mut(..len).unwrap_or_default()
+    /// The whole buffer, whatever the window, to be written in place.
+    pub(crate) fn buffer_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
     }
 
-    /// Shortens the secret to `len` bytes; the bytes cut off stay in the buffer until
-    /// drop zeroizes it.
-    pub(crate) fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+    /// Narrows the secret to `len` bytes from `start` of the buffer (clamped to the
+    /// buffer). Bytes outside the window stay in the buffer until drop clears it.
+    pub(crate) fn set_window(&mut self, start: usize, len: usize) {
+        self.start = start.min(self.buf.len());
+        self.end = self.start.saturating_add(len).min(self.buf.len());
     }
 }
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        self.buf.as_mut_slice().zeroize();
+        self.buf.spare_capacity_mut().zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SecretBytes {}
 
 impl std::fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,4 +93,22 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     // Keep the optimiser from turning the fold into an early exit.
     std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_clamped_to_the_buffer() {
+        let mut secret = SecretBytes::new(b"header|plaintext|tag".to_vec());
+        assert_eq!(secret.expose_secret(), b"header|plaintext|tag");
+        secret.set_window(7, 9);
+        assert_eq!(secret.expose_secret(), b"plaintext");
+        secret.set_window(17, 100);
+        assert_eq!(secret.expose_secret(), b"tag");
+        secret.set_window(usize::MAX, usize::MAX);
+        assert_eq!(secret.expose_secret(), b"");
+        assert_eq!(secret.buffer_mut().len(), 20);
+    }
 }

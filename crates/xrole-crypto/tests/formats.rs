@@ -381,6 +381,8 @@ fn no_secret_appears_in_debug_output() {
     let aad = Aad::new("t", "c", "o", "r");
     let blob = keyring.seal(b"plaintext-secret-value", &aad).unwrap();
     let opened = keyring.open(&blob, &aad).unwrap();
+    let opened_owned = keyring.open_owned(blob.clone(), &aad).unwrap();
+    assert_eq!(opened_owned.expose_secret(), b"plaintext-secret-value");
     let api_key = ApiKey::generate();
     let webhook = WebhookSecret::generate();
     let external_id = ExternalId::generate();
@@ -392,6 +394,8 @@ fn no_secret_appears_in_debug_output() {
         format!("{keyring:#?}"),
         format!("{text:?}"),
         format!("{opened:?}"),
+        format!("{opened_owned:?}"),
+        format!("{opened_owned:#?}"),
         format!("{api_key:?}"),
         format!("{:?}", keyring.api_key_hasher()),
         format!("{webhook:?}"),

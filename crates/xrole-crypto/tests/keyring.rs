@@ -150,6 +150,144 @@ fn unknown_key_id_and_version_are_typed_errors() {
     ));
 }
 
+// ------------------------------------------------- open_owned: the same checks, no copy
+
+#[test]
+fn open_owned_round_trip_for_many_lengths() {
+    let keyring = Keyring::generate().unwrap();
+    for len in [0usize, 1, 15, 16, 17, 64, 1000, 4096, 65_537] {
+        let plaintext: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let blob = keyring.seal(&plaintext, &aad()).unwrap();
+        assert_eq!(
+            keyring.open(&blob, &aad()).unwrap().expose_secret(),
+            &plaintext[..]
+        );
+        let opened = keyring.open_owned(blob, &aad()).unwrap();
+        assert_eq!(opened.expose_secret(), &plaintext[..], "len {len}");
+    }
+}
+
+#[test]
+fn open_owned_accepts_a_blob_with_spare_capacity() {
+    let keyring = Keyring::generate().unwrap();
+    let sealed = keyring.seal(b"read from a row", &aad()).unwrap();
+    let mut blob = Vec::with_capacity(sealed.len() + 100);
+    blob.extend_from_slice(&sealed);
+    let opened = keyring.open_owned(blob, &aad()).unwrap();
+    assert_eq!(opened.expose_secret(), b"read from a row");
+}
+
+#[test]
+fn open_owned_fails_under_another_place_or_keyring() {
+    let keyring = Keyring::generate().unwrap();
+    let place = Aad::new("links", "secret", "org_1", "row_1");
+    let blob = keyring.seal(b"secret", &place).unwrap();
+    for other in [
+        Aad::new("links", "secret", "org_1", "row_2"),
+        Aad::new("links", "secret", "org_2", "row_1"),
+        Aad::new("links", "other", "org_1", "row_1"),
+        Aad::new("users", "secret", "org_1", "row_1"),
+        Aad::new("links|secret", "org_1", "row_1", ""),
+    ] {
+        assert!(
+            matches!(
+                keyring.open_owned(blob.clone(), &other),
+                Err(Error::Decrypt)
+            ),
+            "{other:?}"
+        );
+    }
+    let stranger = Keyring::generate().unwrap();
+    assert!(matches!(
+        stranger.open_owned(blob.clone(), &place),
+        Err(Error::Decrypt)
+    ));
+    keyring.open_owned(blob, &place).unwrap();
+}
+
+#[test]
+fn open_owned_every_truncation_fails() {
+    let keyring = Keyring::generate().unwrap();
+    let blob = keyring.seal(b"a secret of some length", &aad()).unwrap();
+    for len in 0..blob.len() {
+        let err = keyring
+            .open_owned(blob[..len].to_vec(), &aad())
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Decrypt | Error::MalformedBlob),
+            "len {len}: {err:?}"
+        );
+        // The same error as the borrowing `open`.
+        let borrowed = keyring.open(&blob[..len], &aad()).unwrap_err();
+        assert_eq!(format!("{err:?}"), format!("{borrowed:?}"), "len {len}");
+    }
+    let mut longer = blob.clone();
+    longer.push(0);
+    assert!(matches!(
+        keyring.open_owned(longer, &aad()),
+        Err(Error::Decrypt)
+    ));
+}
+
+#[test]
+fn open_owned_every_single_bit_flip_fails() {
+    let keyring = Keyring::generate().unwrap();
+    let blob = keyring.seal(b"flip me", &aad()).unwrap();
+    for byte in 0..blob.len() {
+        for bit in 0..8 {
+            let mut bad = blob.clone();
+            bad[byte] ^= 1 << bit;
+            let err = keyring.open_owned(bad, &aad()).unwrap_err();
+            let expected = match byte {
+                0 => matches!(err, Error::UnsupportedBlobVersion(_)),
+                1..=4 => matches!(err, Error::UnknownKeyId(_)),
+                _ => matches!(err, Error::Decrypt),
+            };
+            assert!(expected, "byte {byte} bit {bit}: {err:?}");
+        }
+    }
+}
+
+#[test]
+fn open_owned_unknown_key_id_and_version_are_typed_errors() {
+    let keyring = Keyring::generate().unwrap();
+    let mut blob = keyring.seal(b"secret", &aad()).unwrap();
+    blob[1..5].copy_from_slice(&99u32.to_be_bytes());
+    assert!(matches!(
+        keyring.open_owned(blob.clone(), &aad()),
+        Err(Error::UnknownKeyId(99))
+    ));
+    blob[0] = 0x02;
+    assert!(matches!(
+        keyring.open_owned(blob, &aad()),
+        Err(Error::UnsupportedBlobVersion(2))
+    ));
+    assert!(matches!(
+        keyring.open_owned(Vec::new(), &aad()),
+        Err(Error::MalformedBlob)
+    ));
+}
+
+#[test]
+fn open_owned_uses_the_key_the_blob_names_across_rotation() {
+    let mut keyring = Keyring::generate().unwrap();
+    let old = keyring.seal(b"under key 1", &aad()).unwrap();
+    let id = keyring.add_key().unwrap();
+    keyring.promote(id).unwrap();
+    assert_eq!(
+        keyring
+            .open_owned(old.clone(), &aad())
+            .unwrap()
+            .expose_secret(),
+        b"under key 1"
+    );
+    keyring.retire(1).unwrap();
+    assert!(matches!(
+        keyring.open_owned(old, &aad()),
+        Err(Error::UnknownKeyId(1))
+    ));
+}
+
 #[test]
 fn rotation_add_promote_reseal_retire() {
     let mut keyring = Keyring::generate().unwrap();

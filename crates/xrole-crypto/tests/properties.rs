@@ -101,6 +101,7 @@ proptest! {
     fn open_never_panics_on_arbitrary_blobs(blob in proptest::collection::vec(any::<u8>(), 0..128)) {
         let aad = Aad::new("t", "c", "o", "r");
         prop_assert!(keyring().open(&blob, &aad).is_err());
+        prop_assert!(keyring().open_owned(blob.clone(), &aad).is_err());
         let _ = keyring().needs_reseal(&blob);
         prop_assert!(keyring().reseal(&blob, &aad).is_err());
     }
@@ -111,6 +112,7 @@ proptest! {
         blob.extend_from_slice(&keyring().primary_key_id().to_be_bytes());
         blob.extend_from_slice(&tail);
         prop_assert!(keyring().open(&blob, &Aad::new("t", "c", "o", "r")).is_err());
+        prop_assert!(keyring().open_owned(blob, &Aad::new("t", "c", "o", "r")).is_err());
     }
 
     #[test]
@@ -121,6 +123,8 @@ proptest! {
         let aad = Aad::new(&parts[0], &parts[1], &parts[2], &parts[3]);
         let blob = keyring().seal(&plaintext, &aad).unwrap();
         let opened = keyring().open(&blob, &aad).unwrap();
+        prop_assert_eq!(opened.expose_secret(), &plaintext[..]);
+        let opened = keyring().open_owned(blob, &aad).unwrap();
         prop_assert_eq!(opened.expose_secret(), &plaintext[..]);
     }
 

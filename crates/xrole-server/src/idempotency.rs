@@ -172,7 +172,7 @@ pub async fn begin(
             );
             let body = state
                 .keyring
-                .open(&stored.body, &aad)
+                .open_owned(stored.body, &aad)
                 .map_err(ApiError::internal)?;
             let status = StatusCode::from_u16(stored.status).map_err(ApiError::internal)?;
             let mut res = HttpResponse::build(status);

@@ -346,11 +346,9 @@ pub fn reveal_callback_secret(
     id: LinkId,
 ) -> Result<WebhookSecret> {
     let row = load(conn, org, id)?;
+    let aad = callback_secret_aad(&row.org_id, &row.id);
     let plain = keyring
-        .open(
-            &row.callback_secret_sealed,
-            &callback_secret_aad(&row.org_id, &row.id),
-        )
+        .open_owned(row.callback_secret_sealed, &aad)
         .map_err(Error::Crypto)?;
     let text = std::str::from_utf8(plain.expose_secret()).map_err(|_| Error::Invalid {
         kind: "callback secret",
