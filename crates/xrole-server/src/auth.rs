@@ -177,7 +177,7 @@ async fn lookup(state: &AppState, key: ApiKey, now: i64) -> Result<Principal, Ap
     let cache_key = key_id.clone();
     let generation = state.auth_cache.generation();
     let (principal, hash, expires_ms) = state
-        .db(move |conn| {
+        .read(move |conn| {
             let Some((record, hash)) = xrole_store::api_keys::find_for_auth(conn, &key_id)? else {
                 return Err(ApiError::Unauthenticated);
             };

@@ -210,13 +210,13 @@ pub async fn list(
     let org = principal.org_id;
     let out = if principal.is_admin() {
         let keys = state
-            .db(move |conn| Ok(xrole_store::api_keys::list(conn, org, &page)?))
+            .read(move |conn| Ok(xrole_store::api_keys::list(conn, org, &page)?))
             .await?;
         Page::from_store(&keys, |k| ApiKeyOut::from(k))
     } else {
         let owner = principal.user_id;
         state
-            .db(move |conn| list_owned(conn, org, owner, page))
+            .read(move |conn| list_owned(conn, org, owner, page))
             .await?
     };
     Ok(HttpResponse::Ok().json(out))

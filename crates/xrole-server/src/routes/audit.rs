@@ -22,7 +22,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let page = query::<PageQuery>(&req)?.to_request()?;
     let events = state
-        .db(move |conn| Ok(xrole_store::audit::list(conn, principal.org_id, &page)?))
+        .read(move |conn| Ok(xrole_store::audit::list(conn, principal.org_id, &page)?))
         .await?;
     Ok(HttpResponse::Ok().json(Page::from_store(&events, |e| AuditEventOut::from(e))))
 }

@@ -412,7 +412,7 @@ pub async fn list(
     let st = state.get_ref().clone();
     let org = principal.org_id;
     let out = state
-        .db(move |conn| {
+        .read(move |conn| {
             let p = xrole_store::links::list(conn, org, &page)?;
             let data = p
                 .items
@@ -441,7 +441,7 @@ pub async fn get(
     let st = state.get_ref().clone();
     let org = principal.org_id;
     let out = state
-        .db(move |conn| {
+        .read(move |conn| {
             let (l, ext) = xrole_store::links::get_revealed(conn, &st.keyring, org, id)?;
             Ok(LinkOut::new(&l, &ext))
         })
@@ -1112,7 +1112,7 @@ pub async fn list_resources(
     let page = query::<PageQuery>(&req)?.to_request()?;
     let org = principal.org_id;
     let out = state
-        .db(move |conn| {
+        .read(move |conn| {
             xrole_store::links::get(conn, org, id)?;
             let p = xrole_store::resources::list(conn, org, Some(id), &page)?;
             Ok(Page::from_store(&p, |r| ResourceOut::from(r)))

@@ -113,7 +113,7 @@ pub async fn list(
     let page = query::<PageQuery>(&req)?.to_request()?;
     let org = principal.org_id;
     let out = state
-        .db(move |conn| {
+        .read(move |conn| {
             let p = xrole_store::jobs::list(conn, org, &page)?;
             Ok(Page::from_store(&p, |j| JobOut::new(j, &[])))
         })
@@ -133,7 +133,7 @@ pub async fn get(
     let id: JobId = path_id(&id)?;
     let org = principal.org_id;
     let out = state
-        .db(move |conn| {
+        .read(move |conn| {
             let j = xrole_store::jobs::get(conn, org, id)?;
             let steps = xrole_store::jobs::steps(conn, org, id)?;
             Ok(JobOut::new(&j, &steps))

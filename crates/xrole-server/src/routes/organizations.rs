@@ -218,7 +218,7 @@ pub async fn get_own(
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let org = state
-        .db(move |conn| Ok(xrole_store::orgs::get(conn, principal.org_id)?))
+        .read(move |conn| Ok(xrole_store::orgs::get(conn, principal.org_id)?))
         .await?;
     Ok(HttpResponse::Ok().json(OrganizationOut::from(&org)))
 }

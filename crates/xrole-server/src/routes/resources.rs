@@ -83,7 +83,7 @@ pub async fn get(
     let id: ResourceId = path_id(&id)?;
     let org = principal.org_id;
     let out = state
-        .db(move |conn| {
+        .read(move |conn| {
             Ok(ResourceOut::from(&xrole_store::resources::get(
                 conn, org, id,
             )?))

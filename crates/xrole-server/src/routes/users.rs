@@ -199,7 +199,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let page = query::<PageQuery>(&req)?.to_request()?;
     let users = state
-        .db(move |conn| Ok(xrole_store::users::list(conn, principal.org_id, &page)?))
+        .read(move |conn| Ok(xrole_store::users::list(conn, principal.org_id, &page)?))
         .await?;
     Ok(HttpResponse::Ok().json(Page::from_store(&users, |u| UserOut::from(u))))
 }
@@ -216,7 +216,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id: UserId = path_id(&id)?;
     let user = state
-        .db(move |conn| Ok(xrole_store::users::get(conn, principal.org_id, id)?))
+        .read(move |conn| Ok(xrole_store::users::get(conn, principal.org_id, id)?))
         .await?;
     Ok(HttpResponse::Ok().json(UserOut::from(&user)))
 }
