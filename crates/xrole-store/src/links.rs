@@ -485,6 +485,34 @@ pub fn list(conn: &mut Conn, org: OrgId, page: &PageRequest) -> Result<Page<Link
     )
 }
 
+/// [`list`] with each link's External ID in clear, from the same read.
+pub fn list_revealed(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    org: OrgId,
+    page: &PageRequest,
+) -> Result<Page<(Link, ExternalId)>> {
+    let limit = page.clamped_limit();
+    let q = l::aws_account_links
+        .filter(l::org_id.eq(org.to_string()))
+        .select(Row::as_select())
+        .into_boxed();
+    let q = before_cursor!(q, &page.cursor, l::created_ms, l::id);
+    let rows = q
+        .order((l::created_ms.desc(), l::id.desc()))
+        .limit(limit + 1)
+        .load(conn)?;
+    paginate(
+        rows,
+        limit,
+        |r: &Row| (r.created_ms, r.id.clone()),
+        |r| {
+            let ext = open_external_id(keyring, &r)?;
+            Ok((Link::try_from(r)?, ext))
+        },
+    )
+}
+
 /// What [`reseal_all`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ResealReport {

@@ -284,16 +284,6 @@ pub fn start_verification(
     )?)
 }
 
-fn link_out(
-    state: &AppState,
-    conn: &mut Conn,
-    org: OrgId,
-    l: &xrole_store::links::Link,
-) -> Result<LinkOut, ApiError> {
-    let ext = xrole_store::links::reveal_external_id(conn, &state.keyring, org, l.id)?;
-    Ok(LinkOut::new(l, &ext))
-}
-
 /// Create a link: a `pending` link, its External ID, and the stack's
 /// parameters with a one-time callback secret.
 #[utoipa::path(post, path = "/v1/aws-accounts", tag = "aws-accounts", request_body = CreateLink,
@@ -413,16 +403,8 @@ pub async fn list(
     let org = principal.org_id;
     let out = state
         .read(move |conn| {
-            let p = xrole_store::links::list(conn, org, &page)?;
-            let data = p
-                .items
-                .iter()
-                .map(|l| link_out(&st, conn, org, l))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Page {
-                data,
-                next_cursor: p.next_cursor.as_ref().map(ToString::to_string),
-            })
+            let p = xrole_store::links::list_revealed(conn, &st.keyring, org, &page)?;
+            Ok(Page::from_store(&p, |(l, ext)| LinkOut::new(l, ext)))
         })
         .await?;
     Ok(HttpResponse::Ok().json(out))

@@ -349,3 +349,33 @@ async fn a_deleted_link_is_gone_with_its_jobs() {
         assert_eq!(deleted["details"]["deleted_jobs"], 1, "{deleted}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_list_shows_each_link_with_its_own_external_id_page_by_page() {
+    let aws = Aws::start().await.unwrap();
+    for db in TestDb::all().unwrap() {
+        let app = spawn_flow_app(db, &aws, 1).await;
+        let org = app.create_org("Acme").await;
+        let other = app.create_org("Beta").await;
+        app.create_link(&other, None, "read_only").await;
+        let mut made = Vec::new();
+        for _ in 0..3 {
+            let c = app.create_link(&org, None, "read_only").await;
+            made.push((c["id"].clone(), c["external_id"].clone()));
+        }
+        made.reverse(); // newest first, as listed
+        let mut seen = Vec::new();
+        let mut path = "/v1/aws-accounts?limit=2".to_owned();
+        loop {
+            let page = app.get_json(&path, &org.key).await;
+            for l in page["data"].as_array().unwrap() {
+                seen.push((l["id"].clone(), l["external_id"].clone()));
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => path = format!("/v1/aws-accounts?limit=2&cursor={c}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen, made);
+    }
+}
