@@ -467,22 +467,7 @@ pub fn delete(conn: &mut Conn, org: OrgId, id: LinkId) -> Result<()> {
 
 /// The links of `org`, newest first.
 pub fn list(conn: &mut Conn, org: OrgId, page: &PageRequest) -> Result<Page<Link>> {
-    let limit = page.clamped_limit();
-    let q = l::aws_account_links
-        .filter(l::org_id.eq(org.to_string()))
-        .select(Row::as_select())
-        .into_boxed();
-    let q = before_cursor!(q, &page.cursor, l::created_ms, l::id);
-    let rows = q
-        .order((l::created_ms.desc(), l::id.desc()))
-        .limit(limit + 1)
-        .load(conn)?;
-    paginate(
-        rows,
-        limit,
-        |r: &Row| (r.created_ms, r.id.clone()),
-        Link::try_from,
-    )
+    page_of(conn, org, page, Link::try_from)
 }
 
 /// [`list`] with each link's External ID in clear, from the same read.
@@ -492,6 +477,19 @@ pub fn list_revealed(
     org: OrgId,
     page: &PageRequest,
 ) -> Result<Page<(Link, ExternalId)>> {
+    page_of(conn, org, page, |r| {
+        let ext = open_external_id(keyring, &r)?;
+        Ok((Link::try_from(r)?, ext))
+    })
+}
+
+/// One page of `org`'s link rows, newest first, each turned by `convert`.
+fn page_of<T>(
+    conn: &mut Conn,
+    org: OrgId,
+    page: &PageRequest,
+    convert: impl Fn(Row) -> Result<T>,
+) -> Result<Page<T>> {
     let limit = page.clamped_limit();
     let q = l::aws_account_links
         .filter(l::org_id.eq(org.to_string()))
@@ -502,15 +500,7 @@ pub fn list_revealed(
         .order((l::created_ms.desc(), l::id.desc()))
         .limit(limit + 1)
         .load(conn)?;
-    paginate(
-        rows,
-        limit,
-        |r: &Row| (r.created_ms, r.id.clone()),
-        |r| {
-            let ext = open_external_id(keyring, &r)?;
-            Ok((Link::try_from(r)?, ext))
-        },
-    )
+    paginate(rows, limit, |r: &Row| (r.created_ms, r.id.clone()), convert)
 }
 
 /// What [`reseal_all`] did.
