@@ -1,6 +1,6 @@
 //! A real moto server on a free loopback port, killed when dropped.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// Starts moto's server in-process with a watchdog thread that exits as soon
-/// as the parent (the test process) is gone, even after a SIGKILL, so no test
-/// ever leaves a moto behind.
+/// Starts moto's server in-process on a port the kernel picks, prints that
+/// port on stdout once the socket listens, and runs a watchdog thread that exits
+/// as soon as the parent (the test process) is gone, even after a SIGKILL, so
+/// no test ever leaves a moto behind. Binding port 0 in the server itself (not
+/// probing a free port first) means two tests starting at once can never end up
+/// talking to the same server, or to another test's gate.
 const LAUNCHER: &str = r#"
 import os, sys, threading, time
 parent = os.getppid()
@@ -20,8 +23,15 @@ def watchdog():
             os._exit(0)
         time.sleep(0.2)
 threading.Thread(target=watchdog, daemon=True).start()
-from moto.server import main
-main(["-H", "127.0.0.1", "-p", sys.argv[1]])
+from werkzeug.serving import make_server
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication, MotoRequestHandler, create_backend_app)
+app = DomainDispatcherApplication(create_backend_app)
+server = make_server("127.0.0.1", 0, app, threaded=True,
+                     request_handler=MotoRequestHandler)
+os.environ["MOTO_PORT"] = str(server.port)
+print(server.port, flush=True)
+server.serve_forever()
 "#;
 
 /// A running moto server. Dropping it kills the process and waits for it.
@@ -37,30 +47,29 @@ impl Moto {
     /// The interpreter is `XROLE_MOTO_PYTHON`, else `<workspace>/.venv/bin/python`.
     pub fn start() -> anyhow::Result<Self> {
         let python = python()?;
-        let mut last_error = None;
-        // A free port can be taken between our probe and moto's bind: retry.
-        for _ in 0..5 {
-            let port = free_port()?;
-            let child = Command::new(&python)
-                .arg("-c")
-                .arg(LAUNCHER)
-                .arg(port.to_string())
-                .env("MOTO_ALLOW_NONEXISTENT_REGION", "true")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .with_context(|| format!("cannot start moto with {}", python.display()))?;
-            let mut moto = Moto {
-                child,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            };
-            match moto.wait_ready(Duration::from_secs(60)) {
-                Ok(()) => return Ok(moto),
-                Err(e) => last_error = Some(e),
+        let mut child = Command::new(&python)
+            .arg("-c")
+            .arg(LAUNCHER)
+            .env("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start moto with {}", python.display()))?;
+        let port = match read_port(&mut child, Duration::from_secs(60)) {
+            Ok(port) => port,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
             }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto did not start")))
+        };
+        let mut moto = Moto {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        moto.wait_ready(Duration::from_secs(60))?;
+        Ok(moto)
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -126,6 +135,33 @@ pub fn python() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(p)
+}
+
+/// The port the launcher prints once its socket listens.
+fn read_port(child: &mut Child, timeout: Duration) -> anyhow::Result<u16> {
+    let stdout = child.stdout.take().context("moto's stdout is not piped")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line);
+        let _ = tx.send(read.map(|_| line));
+        // moto prints to stdout now and then (warnings from its models): keep
+        // reading until it exits, so those writes neither fail nor block.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(line)) if !line.is_empty() => line
+            .trim()
+            .parse()
+            .with_context(|| format!("moto printed {line:?} instead of its port")),
+        Ok(Ok(_)) => match child.try_wait()? {
+            Some(status) => bail!("moto exited during start-up: {status}"),
+            None => bail!("moto closed its stdout without printing its port"),
+        },
+        Ok(Err(e)) => Err(e).context("cannot read moto's port"),
+        Err(_) => bail!("moto did not start listening within {timeout:?}"),
+    }
 }
 
 /// A loopback port nothing listens on right now.
