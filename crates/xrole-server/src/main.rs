@@ -209,6 +209,8 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
     let listen = config.listen;
     let listener =
         TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    // The address actually bound (port 0 picks a free one).
+    let listen = listener.local_addr().unwrap_or(listen);
     let database = redact_url(&config.database_url);
     let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
     tracing::info!(%listen, %database, "xrole listening");

@@ -140,18 +140,41 @@ impl Cluster {
 
     /// [`Cluster::serve`] with extra environment variables.
     pub async fn serve_with(&self, name: &str, workers: usize, extra: &[(&str, &str)]) -> Proc {
-        let port = free_port().unwrap();
-        let p = self.spawn_with(name, &["serve"], Some(port), workers, extra);
-        let client = reqwest::Client::new();
-        for _ in 0..600 {
-            if let Ok(r) = client.get(format!("{}/readyz", p.base)).send().await
-                && r.status().is_success()
-            {
-                return p;
+        // A probed free port can be taken before the child binds it (tests run
+        // in parallel): only a child that logged its own bind is ours, and one
+        // that could not listen is started again on another port.
+        for _ in 0..5 {
+            let port = free_port().unwrap();
+            let mut p = self.spawn_with(name, &["serve"], Some(port), workers, extra);
+            loop {
+                if p.log().contains("xrole listening") {
+                    break;
+                }
+                if let Some(status) = p.child.try_wait().unwrap() {
+                    let log = p.log();
+                    assert!(
+                        log.contains("cannot listen"),
+                        "{name} exited ({status}) before listening: {log}"
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if p.child.try_wait().unwrap().is_some() {
+                continue;
+            }
+            let client = reqwest::Client::new();
+            for _ in 0..600 {
+                if let Ok(r) = client.get(format!("{}/readyz", p.base)).send().await
+                    && r.status().is_success()
+                {
+                    return p;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{name} did not start: {}", p.log());
         }
-        panic!("{name} did not start: {}", p.log());
+        panic!("{name} found no free port in 5 tries");
     }
 }
 
