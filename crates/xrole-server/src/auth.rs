@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
@@ -83,7 +83,8 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 pub struct AuthCache {
     ttl: Duration,
     generation: AtomicU64,
-    entries: Mutex<HashMap<String, Cached>>,
+    // Shared entries: a hit clones a pointer, not the stored hash.
+    entries: Mutex<HashMap<String, Arc<Cached>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,7 +118,7 @@ impl AuthCache {
         entries.clear();
     }
 
-    fn get(&self, key_id: &str) -> Option<Cached> {
+    fn get(&self, key_id: &str) -> Option<Arc<Cached>> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -144,7 +145,7 @@ impl AuthCache {
         if entries.len() >= AUTH_CACHE_MAX {
             entries.clear();
         }
-        entries.insert(key_id, entry);
+        entries.insert(key_id, Arc::new(entry));
     }
 }
 
@@ -159,7 +160,7 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Princip
             if !state.hasher.verify(&key, &c.hash) || c.expires_ms.is_some_and(|e| now >= e) {
                 return Err(ApiError::Unauthenticated);
             }
-            c.principal
+            c.principal.clone()
         }
         None => lookup(state, key, now).await?,
     };

@@ -130,8 +130,9 @@ pub fn build_app_with(
         .wrap(ErrorHandlers::new().default_handler(problem_fallback))
         .wrap_fn(move |req, srv| {
             let start = Instant::now();
-            let method = req.method().to_string();
-            let safe = req.method().is_safe();
+            // `Method` clones without allocating for the standard methods.
+            let method = req.method().clone();
+            let safe = method.is_safe();
             let metrics = metrics.clone();
             let writes = writes.clone();
             let fut = srv.call(req);
@@ -147,7 +148,12 @@ pub fn build_app_with(
                     .request()
                     .match_pattern()
                     .unwrap_or_else(|| "unmatched".into());
-                metrics.observe(&method, &route, res.status().as_u16(), start.elapsed());
+                metrics.observe(
+                    method.as_str(),
+                    &route,
+                    res.status().as_u16(),
+                    start.elapsed(),
+                );
                 Ok(res)
             }
         })

@@ -28,11 +28,17 @@ struct Histogram {
 }
 
 #[derive(Debug, Default)]
+struct RouteStats {
+    // status → count
+    requests: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
+#[derive(Debug, Default)]
 struct Inner {
-    // (method, route, status) → count
-    requests: BTreeMap<(String, String, u16), u64>,
-    // (method, route) → latency
-    latency: BTreeMap<(String, String), Histogram>,
+    // method → route → stats: nested so a request looks its entry up with
+    // borrowed strings and allocates only the first time a pair is seen.
+    routes: BTreeMap<String, BTreeMap<String, RouteStats>>,
 }
 
 /// The server's metrics registry; cheap to clone.
@@ -55,13 +61,20 @@ impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *m.requests
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default() += 1;
-        let h = m
-            .latency
-            .entry((method.to_owned(), route.to_owned()))
-            .or_default();
+        if !m.routes.contains_key(method) {
+            m.routes.insert(method.to_owned(), BTreeMap::new());
+        }
+        let Some(by_route) = m.routes.get_mut(method) else {
+            return;
+        };
+        if !by_route.contains_key(route) {
+            by_route.insert(route.to_owned(), RouteStats::default());
+        }
+        let Some(stats) = by_route.get_mut(route) else {
+            return;
+        };
+        *stats.requests.entry(status).or_default() += 1;
+        let h = &mut stats.latency;
         for (i, le) in BUCKETS.iter().enumerate() {
             if secs <= *le {
                 h.counts[i] += 1;
@@ -92,19 +105,22 @@ impl Metrics {
             let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             out.push_str("# HELP xrole_http_requests_total HTTP requests by route and status.\n");
             out.push_str("# TYPE xrole_http_requests_total counter\n");
-            for ((method, route, status), n) in &m.requests {
-                let _ = writeln!(
-                    out,
-                    "xrole_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
-                    escape(method),
-                    escape(route)
-                );
+            for (method, route, stats) in m.iter() {
+                for (status, n) in &stats.requests {
+                    let _ = writeln!(
+                        out,
+                        "xrole_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
+                        escape(method),
+                        escape(route)
+                    );
+                }
             }
             out.push_str(
                 "# HELP xrole_http_request_duration_seconds HTTP request latency by route.\n",
             );
             out.push_str("# TYPE xrole_http_request_duration_seconds histogram\n");
-            for ((method, route), h) in &m.latency {
+            for (method, route, stats) in m.iter() {
+                let h = &stats.latency;
                 let labels = format!("method=\"{}\",route=\"{}\"", escape(method), escape(route));
                 for (i, le) in BUCKETS.iter().enumerate() {
                     let _ = writeln!(
@@ -149,6 +165,17 @@ impl Metrics {
     }
 }
 
+impl Inner {
+    /// (method, route, stats), sorted by method then route.
+    fn iter(&self) -> impl Iterator<Item = (&str, &str, &RouteStats)> {
+        self.routes.iter().flat_map(|(method, by_route)| {
+            by_route
+                .iter()
+                .map(move |(route, stats)| (method.as_str(), route.as_str(), stats))
+        })
+    }
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -174,6 +201,24 @@ mod tests {
         assert!(t.contains(
             "xrole_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/users/{id}\"} 2"
         ));
+    }
+
+    #[test]
+    fn routes_render_sorted_by_method_then_route() {
+        let m = Metrics::default();
+        m.observe("POST", "/a", 201, Duration::from_millis(1));
+        m.observe("GET", "/b", 200, Duration::from_millis(1));
+        m.observe("GET", "/a", 200, Duration::from_millis(1));
+        m.observe("GET", "/a", 200, Duration::from_millis(1));
+        let t = m.render();
+        let at = |s: &str| t.find(s).unwrap_or_else(|| panic!("{s} missing from {t}"));
+        let get_a = at("xrole_http_requests_total{method=\"GET\",route=\"/a\",status=\"200\"} 2");
+        let get_b = at("xrole_http_requests_total{method=\"GET\",route=\"/b\",status=\"200\"} 1");
+        let post_a = at("xrole_http_requests_total{method=\"POST\",route=\"/a\",status=\"201\"} 1");
+        assert!(get_a < get_b && get_b < post_a, "{t}");
+        assert!(
+            t.contains("xrole_http_request_duration_seconds_count{method=\"POST\",route=\"/a\"} 1")
+        );
     }
 
     struct Fixed;
