@@ -304,6 +304,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bundled_sqlite_keeps_one_plan_per_statement() {
+        use diesel::RunQueryDsl;
+        // Without the query planner stability guarantee every `LIMIT ?`
+        // query is parsed and planned again on each run (.cargo/config.toml).
+        let Conn::Sqlite(mut c) = connect(":memory:").unwrap() else {
+            unreachable!("a path is SQLite")
+        };
+        let on: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+            "sqlite_compileoption_used('ENABLE_QPSG')",
+        ))
+        .get_result(&mut c)
+        .unwrap();
+        assert_eq!(on, 1, "SQLite built without SQLITE_ENABLE_QPSG");
+    }
+
+    #[test]
     fn urls_choose_the_backend() {
         let pg = "postgres://u@127.0.0.1:5432/x";
         assert_eq!(parse_url(pg).unwrap(), (Backend::Postgres, pg.to_owned()));
