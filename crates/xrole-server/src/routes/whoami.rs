@@ -8,23 +8,26 @@ use actix_web::HttpResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use xrole_store::{ApiKeyId, OrgId, UserId};
+
 use crate::auth::Principal;
 
 /// The caller, as authentication established it.
+// The ids serialize straight from their UUIDs: no string per request.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Whoami {
     /// The organization the key belongs to.
-    #[schema(format = Uuid)]
-    pub organization_id: String,
+    #[schema(value_type = String, format = Uuid)]
+    pub organization_id: OrgId,
     /// The API key's id (as in `GET /v1/api-keys`).
-    #[schema(format = Uuid)]
-    pub api_key_id: String,
+    #[schema(value_type = String, format = Uuid)]
+    pub api_key_id: ApiKeyId,
     /// The user the key acts as, if any.
-    #[schema(format = Uuid)]
-    pub user_id: Option<String>,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub user_id: Option<UserId>,
     /// `admin` or `member`.
-    #[schema(pattern = "^(admin|member)$")]
-    pub role: String,
+    #[schema(value_type = String, pattern = "^(admin|member)$")]
+    pub role: &'static str,
 }
 
 /// Who the presented API key acts as.
@@ -33,9 +36,9 @@ pub struct Whoami {
     responses((status = 200, body = Whoami), (status = 401, body = crate::error::Problem)))]
 pub async fn whoami(principal: Principal) -> HttpResponse {
     HttpResponse::Ok().json(Whoami {
-        organization_id: principal.org_id.to_string(),
-        api_key_id: principal.api_key_id.to_string(),
-        user_id: principal.user_id.map(|u| u.to_string()),
-        role: principal.role.as_str().to_owned(),
+        organization_id: principal.org_id,
+        api_key_id: principal.api_key_id,
+        user_id: principal.user_id,
+        role: principal.role.as_str(),
     })
 }
