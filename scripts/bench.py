@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import uuid
 
 OPERATOR_TOKEN = "bench-operator-token-0123456789"
 HELLO = "bare actix-web hello (the ceiling)"
+ROUND_SECONDS = 2
 PG_URL = os.environ.get("XROLE_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 
 
@@ -146,7 +148,7 @@ def pg_url(name):
     return f"{base}/{name}"
 
 
-def measure_backend(args, backend, workdir, hello_port, results):
+def measure_backend(args, backend, workdir, hello_port, results, overheads):
     scales = [1, 10_000] if args.quick else [1, 10_000, 100_000]
     dbname = f"xrole_bench_{uuid.uuid4().hex[:12]}"
     if backend == "postgres":
@@ -187,6 +189,20 @@ def measure_backend(args, backend, workdir, hello_port, results):
                 print(f"    {backend:8} {scale:>7} orgs  {name:40} {r['rps']:>9.0f} req/s  "
                       f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  non-2xx {r['errors']}",
                       flush=True)
+            # The authentication overhead target (<= 15%) compares routes
+            # that differ by a few percent, less than the drift between two
+            # measurements: the bare handler, GET /healthz (every middleware,
+            # no key) and GET /v1/whoami (the key check on top) take turns in
+            # short rounds, and the median round counts.
+            rounds = []
+            for _ in range(args.rounds):
+                h = wrk(hello_port, "/hello", None, ROUND_SECONDS)["rps"]
+                z = wrk(server.port, "/healthz", None, ROUND_SECONDS)["rps"]
+                w = wrk(server.port, "/v1/whoami", token, ROUND_SECONDS)["rps"]
+                rounds.append((h, z, w))
+            overheads.append((backend, scale, rounds))
+            print(f"    {backend:8} {scale:>7} orgs  authentication overhead, {args.rounds} rounds: "
+                  + ", ".join(f"{(1 - w / h) * 100:.0f}%" for h, _, w in rounds), flush=True)
     finally:
         server.stop()
         if backend == "postgres":
@@ -255,11 +271,15 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seconds", type=int, default=None)
     p.add_argument("--backends", default="sqlite,postgres")
+    p.add_argument("--rounds", type=int, default=None)
     args = p.parse_args()
+    if args.rounds is None:
+        args.rounds = 3 if args.quick else 5
     if args.seconds is None:
         args.seconds = 3 if args.quick else 10
     workdir = tempfile.mkdtemp(prefix="xrole-bench-")
     results = []
+    overheads = []
     # The bare handler runs for the whole benchmark (idle between its
     # measurements) and is measured again next to every group of routes.
     hello_port = free_port()
@@ -269,7 +289,7 @@ def main():
         wait_http(hello_port, "/hello")
         for backend in args.backends.split(","):
             print(f"==> xrole serve on {backend}", flush=True)
-            measure_backend(args, backend, workdir, hello_port, results)
+            measure_backend(args, backend, workdir, hello_port, results, overheads)
     finally:
         hello.terminate()
         hello.wait()
@@ -279,32 +299,31 @@ def main():
     print("| backend | orgs | route | req/s | vs bare handler | p50 ms | p99 ms | non-2xx |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     ceiling = None
-    overheads = []
     for backend, scale, name, r in results:
         if name == HELLO:
             ceiling = r
-            print(f"| {backend} | {scale} | {name} | {r['rps']:.0f} | 1.00 | "
-                  f"{r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |")
-            continue
         print(f"| {backend} | {scale} | {name} | {r['rps']:.0f} | {r['rps'] / ceiling['rps']:.2f} | "
               f"{r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |")
-        if name.startswith("GET /v1/whoami"):
-            plain = next(h for b, s, n, h in results
-                         if b == backend and s == scale and n.startswith("GET /healthz"))
-            overheads.append((backend, scale, 1 - r["rps"] / ceiling["rps"],
-                              1 - plain["rps"] / ceiling["rps"], 1 - r["rps"] / plain["rps"]))
     if overheads:
         # The target: authentication costs at most 15% of the bare
         # handler. Where it goes: the server's own request path (router,
         # middleware, metrics) without a key, then the key check on top.
         print()
-        for backend, scale, total, plain, auth in overheads:
-            print(f"{backend} {scale} orgs: GET /v1/whoami {total * 100:.0f}% below the bare handler; "
-                  f"GET /healthz (middleware, no key) {plain * 100:.0f}% below it, and GET /v1/whoami "
-                  f"{auth * 100:.0f}% below GET /healthz (the key check)")
-        worst = max(o[2] for o in overheads)
-        print(f"authentication overhead, worst case: {worst * 100:.0f}% fewer req/s than the bare "
-              f"handler (target <= 15%: {'met' if worst <= 0.15 else 'NOT met'})")
+        print("| backend | orgs | GET /v1/whoami vs bare handler | GET /healthz vs bare handler "
+              "| GET /v1/whoami vs GET /healthz | rounds (whoami vs bare) |")
+        print("|---|---:|---:|---:|---:|---|")
+        worst = 0.0
+        for backend, scale, rounds in overheads:
+            total = statistics.median(1 - w / h for h, _, w in rounds)
+            plain = statistics.median(1 - z / h for h, z, _ in rounds)
+            key = statistics.median(1 - w / z for _, z, w in rounds)
+            worst = max(worst, total)
+            print(f"| {backend} | {scale} | {-total * 100:+.0f}% | {-plain * 100:+.0f}% | "
+                  f"{-key * 100:+.0f}% | "
+                  + ", ".join(f"{-(1 - w / h) * 100:+.0f}%" for h, _, w in rounds) + " |")
+        print(f"\nauthentication overhead, median of the rounds, worst backend and scale: "
+              f"{worst * 100:.0f}% fewer req/s than the bare handler "
+              f"(target <= 15%: {'met' if worst <= 0.15 else 'NOT met'})")
     failed = [r for *_, r in results if r["errors"]]
     sys.exit(1 if failed else 0)
 
