@@ -57,7 +57,7 @@ SUBSETS = {
     "scripts/bench": ("scripts/bench --quick", ["scripts/bench", "scripts/bench.py"]),
     "scripts/bench --only server": ("scripts/bench --quick", ["scripts/bench"]),
     "scripts/bench --only crates": ("scripts/bench --quick", ["scripts/bench"]),
-    "scripts/bench --only server --seconds 5": ("scripts/bench --quick", ["scripts/bench.py"]),
+    "scripts/bench --only server --quick": ("scripts/bench --quick", ["scripts/bench"]),
 }
 # Marked blocks that scripts/demo runs exactly as written: marker -> the script
 # that finds them by that marker.
