@@ -40,13 +40,13 @@ CI_FILES = [".ci/run", "scripts/test", "scripts/check-readme-run", "scripts/chec
 
 # Narrower or longer forms of what CI runs: command -> (what CI runs, paths that must exist).
 SUBSETS = {
-    "cargo nextest run -p xrole-server --test hardening":
+    "cargo test -p xrole-server --test hardening":
         ("scripts/test", ["crates/xrole-server/tests/hardening.rs"]),
-    "cargo nextest run -p xrole-server --test hardening_secrets":
+    "cargo test -p xrole-server --test hardening_secrets":
         ("scripts/test", ["crates/xrole-server/tests/hardening_secrets.rs"]),
-    "cargo nextest run -p xrole-server --test hardening_replicas":
+    "cargo test -p xrole-server --test hardening_replicas":
         ("scripts/test", ["crates/xrole-server/tests/hardening_replicas.rs"]),
-    "cargo nextest run -p xrole-server --test hardening_crash":
+    "cargo test -p xrole-server --test hardening_crash":
         ("scripts/test", ["crates/xrole-server/tests/hardening_crash.rs"]),
     "FUZZ_SECONDS=600 scripts/fuzz cidr": ("scripts/fuzz", ["fuzz/fuzz_targets/cidr.rs"]),
     "cargo +nightly fuzz run <target> <crash file>": ("scripts/fuzz", ["fuzz/Cargo.toml"]),

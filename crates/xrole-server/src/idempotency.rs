@@ -40,10 +40,7 @@ pub const LEASE_MS: i64 = 60 * 1000;
 /// The header.
 pub const HEADER: &str = "idempotency-key";
 
-/// A parsed `Idempotency-Key`: 1 to 255 visible ASCII characters (a quoted
-/// structured-field string is unquoted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
+pub use crate::idempotency_key::{IdempotencyKey, InvalidIdempotencyKey};
 
 impl IdempotencyKey {
     /// Reads the header: `Ok(None)` when absent, 400 when malformed.
@@ -51,26 +48,9 @@ impl IdempotencyKey {
         let Some(v) = req.headers().get(HEADER) else {
             return Ok(None);
         };
-        let bad = || {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            )
-        };
-        let s = v.to_str().map_err(|_| bad())?.trim();
-        let s = s
-            .strip_prefix('"')
-            .and_then(|r| r.strip_suffix('"'))
-            .unwrap_or(s);
-        if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-            return Err(bad());
-        }
-        Ok(Some(IdempotencyKey(s.to_owned())))
-    }
-
-    /// The key text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+        IdempotencyKey::parse(v.as_bytes())
+            .map(Some)
+            .map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))
     }
 }
 
@@ -137,7 +117,7 @@ pub async fn begin(
     let principal_id = principal.scope_id();
     let method = req.method().as_str().to_owned();
     let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
-    let aad_row = format!("{principal_id}|{method}|{route}|{}", key.0);
+    let aad_row = format!("{principal_id}|{method}|{route}|{}", key.as_str());
     let fp = fingerprint(raw_body);
     let now = state.now_ms();
     let outcome = state
@@ -146,7 +126,7 @@ pub async fn begin(
                 principal: &principal_id,
                 method: &method,
                 route: &route,
-                key: &key.0,
+                key: key.as_str(),
             };
             Ok(xrole_store::idempotency::begin(
                 conn, org, &scope, &fp, LEASE_MS, now,

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod idempotency;
+pub mod idempotency_key;
 pub mod journal;
 pub mod link_flow;
 pub mod metrics;
