@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use xrole_crypto::{
-    Aad, ApiKey, Error, ExternalId, Keyring, SecretBytes, SecretString, WebhookSecret,
-    constant_time_eq, password,
+    Aad, ApiKey, ApiKeyHasher, Error, ExternalId, Keyring, SecretBytes, SecretString,
+    WebhookSecret, constant_time_eq, password,
 };
 
 // ---------------------------------------------------------------- API keys
@@ -438,6 +438,34 @@ fn no_secret_appears_in_debug_output() {
     // The non-secret key id stays visible for support.
     assert!(debug.contains(api_key.key_id()));
 }
+
+// ---------------------------------------------------------------- secret types' traits
+
+/// Stops the build if `$t` implements any of the traits: with the trait, the second
+/// blanket impl applies too and `<$t as AmbiguousIfImpl<_>>` becomes ambiguous.
+macro_rules! assert_not_impl {
+    ($t:ty: $($tr:path),+ $(,)?) => {$(
+        const _: fn() = || {
+            trait AmbiguousIfImpl<A> {
+                fn some_item() {}
+            }
+            impl<T: ?Sized> AmbiguousIfImpl<()> for T {}
+            #[allow(dead_code)]
+            struct Invalid;
+            impl<T: ?Sized + $tr> AmbiguousIfImpl<Invalid> for T {}
+            let _ = <$t as AmbiguousIfImpl<_>>::some_item;
+        };
+    )+};
+}
+
+// Keys (the keyring and the API-key hasher hold them), plaintext secrets, API keys and
+// webhook secrets can be neither copied, printed nor serialized by accident.
+assert_not_impl!(Keyring: Clone, std::fmt::Display, serde::Serialize);
+assert_not_impl!(ApiKeyHasher: Clone, std::fmt::Display, serde::Serialize);
+assert_not_impl!(SecretBytes: Clone, std::fmt::Display, serde::Serialize);
+assert_not_impl!(SecretString: Clone, std::fmt::Display, serde::Serialize);
+assert_not_impl!(ApiKey: Clone, std::fmt::Display, serde::Serialize);
+assert_not_impl!(WebhookSecret: Clone, std::fmt::Display, serde::Serialize);
 
 #[test]
 fn constant_time_eq_compares_correctly() {

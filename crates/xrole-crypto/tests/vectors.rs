@@ -1,4 +1,5 @@
-//! Published test vectors: AES-256-GCM (McGrew–Viega GCM spec cases 13–16), HMAC-SHA256
+//! Published test vectors: AES-256-GCM (McGrew–Viega GCM spec cases 13–16 and Project
+//! Wycheproof's 256-bit-key, 96-bit-nonce cases), HMAC-SHA256
 //! (RFC 4231), PBKDF2-HMAC-SHA256 (RFC 7914 §11 and the widely published "password"/"salt"
 //! vectors), Standard Webhooks, and argon2id PHC strings.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -100,6 +101,79 @@ fn aes_256_gcm_gcm_spec_cases_13_to_16() {
             .unwrap();
         assert_eq!(opened, &h(case.pt)[..], "case {} open", case.name);
     }
+}
+
+/// Project Wycheproof's AES-GCM cases with a 256-bit key and a 96-bit nonce
+/// (`tests/vectors/wycheproof-aes-256-gcm.json`): every valid case seals to its
+/// ciphertext and tag and opens back; every invalid one (modified tags, special cases)
+/// fails to open, also when it is put in a keyring blob.
+#[test]
+fn aes_256_gcm_wycheproof() {
+    let file: serde_json::Value =
+        serde_json::from_str(include_str!("vectors/wycheproof-aes-256-gcm.json")).unwrap();
+    let (mut valid, mut invalid) = (0, 0);
+    for group in file["testGroups"].as_array().unwrap() {
+        assert_eq!(
+            (group["keySize"].as_u64(), group["ivSize"].as_u64()),
+            (Some(256), Some(96))
+        );
+        for t in group["tests"].as_array().unwrap() {
+            let id = &t["tcId"];
+            let field = |k: &str| h(t[k].as_str().unwrap());
+            let key = aead::LessSafeKey::new(
+                aead::UnboundKey::new(&aead::AES_256_GCM, &field("key")).unwrap(),
+            );
+            let nonce = || aead::Nonce::try_assume_unique_for_key(&field("iv")).unwrap();
+            let aad = || aead::Aad::from(field("aad"));
+            let sealed = [field("ct"), field("tag")].concat();
+            let mut buf = sealed.clone();
+            let opened = key
+                .open_in_place(nonce(), aad(), &mut buf)
+                .map(|p| p.to_vec());
+            match t["result"].as_str().unwrap() {
+                "valid" => {
+                    valid += 1;
+                    assert_eq!(opened.as_deref(), Ok(&field("msg")[..]), "tcId {id} open");
+                    let mut out = field("msg");
+                    key.seal_in_place_append_tag(nonce(), aad(), &mut out)
+                        .unwrap();
+                    assert_eq!(hex::encode(&out), hex::encode(&sealed), "tcId {id} seal");
+                }
+                "invalid" => {
+                    invalid += 1;
+                    assert!(opened.is_err(), "tcId {id} must not open");
+                    // The same bytes as a keyring blob under the AAD the keyring would use
+                    // are refused as well.
+                    let keyring = keyring_with(&field("key"));
+                    let blob = [&[0x01, 0, 0, 0, 7][..], &field("iv"), &sealed].concat();
+                    let aad = Aad::new("t", "c", "org", "row");
+                    assert!(keyring.open(&blob, &aad).is_err(), "tcId {id} keyring");
+                }
+                other => panic!("tcId {id}: result {other}"),
+            }
+        }
+    }
+    assert_eq!(
+        valid + invalid,
+        file["numberOfTests"].as_u64().unwrap(),
+        "every case ran"
+    );
+    assert!(
+        valid > 30 && invalid > 20,
+        "{valid} valid, {invalid} invalid"
+    );
+}
+
+/// A keyring whose only key, id 7, is `key`.
+fn keyring_with(key: &[u8]) -> Keyring {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Keyring::parse(&format!(
+        "xrole-keyring-v1;pepper={};primary=7;key.7={}",
+        b64.encode([0u8; 32]),
+        b64.encode(key)
+    ))
+    .unwrap()
 }
 
 /// A blob assembled by hand from a published key and nonce, in the documented layout
