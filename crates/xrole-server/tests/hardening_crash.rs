@@ -8,7 +8,10 @@
 //! 2. a VPC job accepted (202) that no worker has claimed yet;
 //! 3. that job's `CreateVpc` in flight: the gate holds the request, so it
 //!    never reaches AWS, and the journal has the intent without an id;
-//! 4. an instances job and a database job running at once: one instance
+//! 4. a second VPC job's `CreateVpc` answered late: the gate passes the
+//!    request to AWS, which makes the VPC, and holds the answer, so the
+//!    journal again has the intent without an id;
+//! 5. an instances job and a database job running at once: one instance
 //!    launched and one `RunInstances` held before AWS, the database created
 //!    and its waiter polling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,7 +29,8 @@ use xrole_testkit::{Aws, Fault, TestDb};
 
 use crate::cluster::{Cluster, OPERATOR_TOKEN, org_and_active_link, tagged_by_job};
 
-/// Longer than the test: a request held this long never reaches moto.
+/// Longer than the test: a request held this long never reaches moto, and
+/// an answer held this long never reaches the server.
 const HOLD: Duration = Duration::from_secs(600);
 
 /// The job's row and journal, read from the database (the server is down).
@@ -159,7 +163,82 @@ async fn serve_killed_mid_job_restarts_and_finishes_each_job_once(db: TestDb) {
     assert_eq!((status, &replayed), (202, &accepted), "replayed as sent");
     let vpc_resource = done["resources"][0]["id"].as_str().unwrap().to_owned();
 
-    // 4. Instances and a database at once (two workers): one RunInstances
+    // 4. A second VPC job. Its CreateVpc reaches AWS, which makes the VPC,
+    // and the gate holds the answer; the kill comes before the server
+    // learns the id. The journal has the intent and no id, the account the
+    // VPC under the job's tags. The internet gateway, the only other step
+    // that needs no VPC, is made too before the kill, so that nothing the
+    // dead worker began is missing from the account.
+    let account = customer.account_id();
+    let create_vpc_before = gate.count_for_account("CreateVpc", account);
+    gate.fail_next("CreateVpc", 1, Fault::HoldResponse(HOLD));
+    let vpc2_body = json!({"name": "prod-2", "cidr_block": "10.61.0.0/16",
+                           "availability_zones": ["us-east-1a", "us-east-1b"]});
+    let (status, vpc2_job) = client
+        .call(
+            Method::POST,
+            vpcs_url(&s.base),
+            Some("crash-vpc-2"),
+            Some(&vpc2_body),
+        )
+        .await;
+    assert_eq!(status, 202, "{vpc2_job}");
+    let vpc2_job = vpc2_job["id"].as_str().unwrap().to_owned();
+    until("CreateVpc to reach AWS, its answer held", || async {
+        let made = tagged_by_job(&admin, &vpc2_job).await;
+        gate.count_for_account("CreateVpc", account) == create_vpc_before + 1
+            && made["vpc"].len() == 1
+            && made["igw"].len() == 1
+    })
+    .await;
+    let log = s.kill().await;
+    let (row, steps) = job_row(&cluster.db_url, &org_id, &vpc2_job).await;
+    assert_eq!(
+        (row.state, row.attempts),
+        (JobState::Running, 1),
+        "{backend}\n{log}"
+    );
+    let vpc_step: Vec<_> = steps.iter().filter(|s| s.step_key == "vpc").collect();
+    assert_eq!(vpc_step.len(), 1, "{steps:?}");
+    assert_eq!(vpc_step[0].aws_id, None, "{backend}: intent only");
+    let made = tagged_by_job(&admin, &vpc2_job).await;
+    assert_eq!(
+        count(&made),
+        [("igw", 1), ("vpc", 1)],
+        "{backend}: the held CreateVpc reached AWS, nothing that needs the VPC ran: {made:?}"
+    );
+
+    // A new process takes the job over and finds the VPC by its job and
+    // step tags: it adopts it, creates no second one, and builds the rest.
+    let s = cluster.serve("serve-5", 2).await;
+    let done = client.finished(&s.base, &vpc2_job).await;
+    assert_eq!(done["state"], "succeeded", "{backend}: {done}\n{}", s.log());
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["resources"][0]["kind"], "vpc", "{done}");
+    assert_eq!(
+        done["resources"][0]["aws_id"], made["vpc"][0],
+        "{backend}: the VPC AWS made before the kill is the job's: {done}"
+    );
+    assert!(
+        !s.log().contains("taken over after a crash"),
+        "{backend}: the VPC step was found missing, not adopted: {}",
+        s.log()
+    );
+    assert_eq!(
+        gate.count_for_account("CreateVpc", account),
+        create_vpc_before + 1,
+        "{backend}: no second CreateVpc for the adopted VPC"
+    );
+    let vpc2 = tagged_by_job(&admin, &vpc2_job).await;
+    assert_eq!(
+        count(&vpc2),
+        [("igw", 1), ("rtb", 1), ("sg", 2), ("subnet", 4), ("vpc", 1)],
+        "{backend}: {vpc2:?}"
+    );
+    assert_eq!(vpc2["vpc"], made["vpc"], "{backend}: adopted, not replaced");
+    assert_eq!(vpc2["igw"], made["igw"], "{backend}: kept, not replaced");
+
+    // 5. Instances and a database at once (two workers): one RunInstances
     // held before AWS while the other instance is launched, the database
     // created and its waiter polling (held too). Then the kill.
     gate.fail_next("RunInstances", 1, Fault::Delay(HOLD));
@@ -212,7 +291,7 @@ async fn serve_killed_mid_job_restarts_and_finishes_each_job_once(db: TestDb) {
 
     // A new process resumes both: the launched instance and the database
     // are adopted, the held instance is launched.
-    let s = cluster.serve("serve-5", 2).await;
+    let s = cluster.serve("serve-6", 2).await;
     for job in [&ijob, &djob] {
         let done = client.finished(&s.base, job).await;
         assert_eq!(done["state"], "succeeded", "{backend}: {done}\n{}", s.log());
@@ -234,15 +313,15 @@ async fn serve_killed_mid_job_restarts_and_finishes_each_job_once(db: TestDb) {
         [("db", 1), ("db_subnet_group", 1)],
         "{backend}: {main:?}"
     );
-    // Each create reached AWS once per resource. The gate counts the held
-    // requests too (they never reached AWS): one CreateVpc, one RunInstances.
-    let account = customer.account_id();
+    // Each create reached AWS once per resource. The gate counts the
+    // requests held before AWS too (they never reached it): one CreateVpc,
+    // one RunInstances. The second VPC job's one CreateVpc made its VPC.
     for (action, n) in [
-        ("CreateVpc", 1 + 1),
-        ("CreateSubnet", 4),
-        ("CreateInternetGateway", 1),
-        ("CreateRouteTable", 1),
-        ("CreateSecurityGroup", 2),
+        ("CreateVpc", 1 + 1 + 1),
+        ("CreateSubnet", 4 + 4),
+        ("CreateInternetGateway", 1 + 1),
+        ("CreateRouteTable", 1 + 1),
+        ("CreateSecurityGroup", 2 + 2),
         ("RunInstances", 2 + 1),
         ("CreateDBSubnetGroup", 1),
         ("CreateDBInstance", 1),
@@ -254,8 +333,8 @@ async fn serve_killed_mid_job_restarts_and_finishes_each_job_once(db: TestDb) {
         );
     }
 
-    // Nothing lost: the organization, its key, the link, the four jobs and
-    // the four resources, as the API shows them.
+    // Nothing lost: the organization, its key, the link, the five jobs and
+    // the five resources, as the API shows them.
     let base = &s.base;
     assert_eq!(
         client.get(format!("{base}/v1/organization")).await["name"],
@@ -281,6 +360,7 @@ async fn serve_killed_mid_job_restarts_and_finishes_each_job_once(db: TestDb) {
             ("provision_database", "succeeded"),
             ("provision_instances", "succeeded"),
             ("provision_vpc", "succeeded"),
+            ("provision_vpc", "succeeded"),
             ("verify_link", "succeeded"),
         ],
         "{jobs}"
@@ -305,6 +385,7 @@ async fn serve_killed_mid_job_restarts_and_finishes_each_job_once(db: TestDb) {
     let mut expected: Vec<(String, String)> = vec![
         ("rds_instance".into(), main["db"][0].clone()),
         ("vpc".into(), vpc["vpc"][0].clone()),
+        ("vpc".into(), vpc2["vpc"][0].clone()),
     ];
     expected.extend(
         web["instance"]

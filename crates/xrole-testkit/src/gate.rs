@@ -37,8 +37,15 @@ pub enum Fault {
     /// HTTP 403 `AccessDenied` (`UnauthorizedOperation` for EC2,
     /// `AccessDeniedException` for JSON protocols). SDKs do not retry it.
     AccessDenied,
-    /// The request waits this long, then proceeds normally.
+    /// The request waits this long, then proceeds normally. It has not
+    /// reached the upstream yet: a caller that gives up meanwhile leaves no
+    /// trace in AWS.
     Delay(Duration),
+    /// The request goes to the upstream at once, so AWS performs it, and
+    /// its answer waits this long before the caller gets it. A caller that
+    /// dies meanwhile has made the change in AWS without learning its
+    /// outcome (the id of what it created, say).
+    HoldResponse(Duration),
 }
 
 /// A running gate. Dropping it stops the listener and every open connection.
@@ -277,7 +284,7 @@ impl GateControl {
     ///
     /// | request | effect |
     /// |---|---|
-    /// | `fail_next?action=A&n=N&fault=throttling\|http500\|access_denied\|delay_ms:M` | [`GateControl::fail_next`] |
+    /// | `fail_next?action=A&n=N&fault=throttling\|http500\|access_denied\|delay_ms:M\|hold_response_ms:M` | [`GateControl::fail_next`] (`delay_ms`: [`Fault::Delay`], `hold_response_ms`: [`Fault::HoldResponse`]) |
     /// | `delay?ms=M[&action=A]` | [`GateControl::delay`] |
     /// | `propagation_delay?ms=M` | [`GateControl::propagation_delay`] |
     /// | `skip_external_id_check?on=true\|false` | [`GateControl::skip_external_id_check`] |
@@ -308,10 +315,18 @@ impl GateControl {
                     "throttling" => Fault::Throttling,
                     "http500" => Fault::Http500,
                     "access_denied" => Fault::AccessDenied,
-                    f => match f.strip_prefix("delay_ms:").map(str::parse) {
-                        Some(Ok(m)) => Fault::Delay(Duration::from_millis(m)),
-                        _ => return Err(format!("unknown fault {f}")),
-                    },
+                    f => {
+                        let ms = |prefix: &str| {
+                            f.strip_prefix(prefix)
+                                .and_then(|m| m.parse().ok())
+                                .map(Duration::from_millis)
+                        };
+                        match (ms("delay_ms:"), ms("hold_response_ms:")) {
+                            (Some(d), _) => Fault::Delay(d),
+                            (None, Some(d)) => Fault::HoldResponse(d),
+                            (None, None) => return Err(format!("unknown fault {f}")),
+                        }
+                    }
                 };
                 self.fail_next(get("action")?, n, fault);
             }
@@ -455,8 +470,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infal
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    // How long the answer waits once the upstream has performed the request.
+    let mut hold = Duration::ZERO;
     match fault {
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::HoldResponse(d)) => hold = d,
         Some(f) => return Ok(fault_error(f, &action, &info).response(&info)),
         None => {}
     }
@@ -472,10 +490,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infal
         }
     }
     let resp = state.forward(&parts, body).await;
-    Ok(match allowed {
+    let resp = match allowed {
         Some(p) => state.record_issued(&p, resp).await,
         None => resp,
-    })
+    };
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
+    Ok(resp)
 }
 
 fn fault_error(fault: Fault, action: &str, info: &RequestInfo) -> AwsError {
@@ -511,7 +533,7 @@ fn fault_error(fault: Fault, action: &str, info: &RequestInfo) -> AwsError {
         Fault::AccessDenied => AwsError::access_denied(format!(
             "not authorized to perform: {service}:{action} (injected by the gate)"
         )),
-        Fault::Http500 | Fault::Delay(_) => AwsError::new(
+        Fault::Http500 | Fault::Delay(_) | Fault::HoldResponse(_) => AwsError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalFailure",
             "The request processing has failed because of an unknown error, exception or failure.",
@@ -869,8 +891,17 @@ mod tests {
             Some(Fault::Throttling)
         );
         assert_eq!(
+            c.http_api("fail_next", "action=X&n=1&fault=hold_response_ms:30")
+                .as_deref(),
+            Ok("ok")
+        );
+        assert_eq!(
             c.on_request("X", None, None).1,
             Some(Fault::Delay(Duration::from_millis(20)))
+        );
+        assert_eq!(
+            c.on_request("X", None, None).1,
+            Some(Fault::HoldResponse(Duration::from_millis(30)))
         );
         assert_eq!(c.http_api("count", "action=AssumeRole").as_deref(), Ok("1"));
         assert_eq!(
@@ -898,6 +929,10 @@ mod tests {
         assert_eq!(c.http_api("reset_counters", "").as_deref(), Ok("ok"));
         assert_eq!(c.count("AssumeRole"), 0);
         assert!(c.http_api("fail_next", "action=X&n=1&fault=boom").is_err());
+        assert!(
+            c.http_api("fail_next", "action=X&n=1&fault=hold_response_ms:x")
+                .is_err()
+        );
         assert!(c.http_api("count", "").is_err());
         assert!(c.http_api("launch_missiles", "").is_err());
     }
@@ -918,6 +953,86 @@ mod tests {
         c.delay(None, Duration::ZERO);
         c.delay(Some("RunInstances"), Duration::ZERO);
         assert_eq!(c.on_request("RunInstances", None, None).0, Duration::ZERO);
+    }
+
+    /// A stand-in for moto: answers every request with `made`, and records
+    /// when each request arrived.
+    async fn recording_upstream() -> (String, Arc<Mutex<Vec<std::time::Instant>>>, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let seen = arrivals.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req: Request<Incoming>| {
+                        seen.lock().unwrap().push(std::time::Instant::now());
+                        async { Ok::<_, Infallible>(plain(StatusCode::OK, "made".to_owned())) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (url, arrivals, task)
+    }
+
+    #[tokio::test]
+    async fn hold_response_answers_late_after_the_upstream_acted() {
+        let (upstream, arrivals, upstream_task) = recording_upstream().await;
+        let gate = Gate::start(&upstream, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let url = format!("{}/?Action=CreateVpc", gate.endpoint());
+        let http = reqwest::Client::new();
+        let hits = || arrivals.lock().unwrap().len();
+
+        // Held for longer than the test: the upstream has the request while
+        // its answer has not come back; the caller then gives up.
+        gate.control().fail_next(
+            "CreateVpc",
+            1,
+            Fault::HoldResponse(Duration::from_secs(600)),
+        );
+        let held = tokio::spawn(http.get(&url).send());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while hits() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the held request reached the upstream");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!held.is_finished(), "the answer is still held");
+        held.abort();
+        assert_eq!(gate.control().count("CreateVpc"), 1);
+
+        // A short hold: the answer comes back at least that long after the
+        // upstream answered it, and unchanged.
+        let hold = Duration::from_millis(300);
+        gate.control()
+            .fail_next("CreateVpc", 1, Fault::HoldResponse(hold));
+        let resp = http.get(&url).send().await.unwrap();
+        let returned = std::time::Instant::now();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "made");
+        let arrived = arrivals.lock().unwrap()[1];
+        assert!(returned - arrived >= hold, "{:?}", returned - arrived);
+
+        // Fault::Delay, by contrast, waits before the upstream sees anything.
+        let sent = std::time::Instant::now();
+        gate.control().fail_next("CreateVpc", 1, Fault::Delay(hold));
+        let resp = http.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let arrived = arrivals.lock().unwrap()[2];
+        assert!(arrived - sent >= hold, "{:?}", arrived - sent);
+        assert_eq!(hits(), 3);
+        upstream_task.abort();
     }
 
     #[test]
