@@ -741,11 +741,27 @@ async fn provision(
     )
     .map_err(JobError::permanent)?;
     let c = counter.clone();
+    let job_id = job.id;
     let executor = Executor::new(&sdk, journal, scope)?
         .with_options(executor_options(aws))
         .on_progress(move |p| {
-            if let Progress::StepDone { .. } = p {
+            if let Progress::StepDone {
+                step,
+                aws_id,
+                discovered,
+            } = p
+            {
                 c.done.fetch_add(1, Ordering::SeqCst);
+                // An earlier run's create reached AWS but its answer was
+                // never journaled (the worker died or lost its lease).
+                if *discovered {
+                    tracing::info!(
+                        job = %job_id,
+                        %step,
+                        %aws_id,
+                        "adopted: an earlier attempt had created it (found by its tags); not created again"
+                    );
+                }
             }
         });
     let env = match executor.apply(&plan).await {

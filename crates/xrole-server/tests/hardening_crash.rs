@@ -224,6 +224,17 @@ async fn serve_killed_mid_job_restarts_and_finishes_each_job_once(db: TestDb) {
         "{backend}: the VPC step was found missing, not adopted: {}",
         s.log()
     );
+    let vpc_id = format!("aws_id={}", made["vpc"][0]);
+    assert!(
+        s.log()
+            .lines()
+            .any(|l| l.contains("adopted: an earlier attempt had created it")
+                && l.contains(&vpc2_job)
+                && l.contains("step=vpc")
+                && l.contains(&vpc_id)),
+        "{backend}: the adoption of {vpc_id} is logged: {}",
+        s.log()
+    );
     assert_eq!(
         gate.count_for_account("CreateVpc", account),
         create_vpc_before + 1,
