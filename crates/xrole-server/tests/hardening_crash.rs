@@ -122,8 +122,11 @@ async fn serve_killed_mid_job_restarts_and_finishes_each_job_once(db: TestDb) {
     // before it reaches AWS. The journal has the intent and no id.
     gate.fail_next("CreateVpc", 1, Fault::Delay(HOLD));
     let s = cluster.serve("serve-3", 2).await;
-    until("CreateVpc to be sent", || async {
-        gate.count("CreateVpc") == 1
+    // The internet gateway needs no VPC and is made alongside it: wait until
+    // it is in the account, or the kill could cut its CreateInternetGateway
+    // off between the gate (which counts it) and AWS.
+    until("CreateVpc to be sent and the gateway made", || async {
+        gate.count("CreateVpc") == 1 && tagged_by_job(&admin, &vpc_job).await["igw"].len() == 1
     })
     .await;
     let log = s.kill().await;
