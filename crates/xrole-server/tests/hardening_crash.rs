@@ -48,6 +48,20 @@ async fn job_row(url: &str, org: &str, job: &str) -> (Job, Vec<JobStep>) {
     .unwrap()
 }
 
+/// The killed VPC job is running its first attempt, and its `vpc` step has
+/// the intent journaled without an AWS id.
+async fn vpc_step_is_intent_only(url: &str, org: &str, job: &str, backend: &str, log: &str) {
+    let (row, steps) = job_row(url, org, job).await;
+    assert_eq!(
+        (row.state, row.attempts),
+        (JobState::Running, 1),
+        "{backend}\n{log}"
+    );
+    let vpc_step: Vec<_> = steps.iter().filter(|s| s.step_key == "vpc").collect();
+    assert_eq!(vpc_step.len(), 1, "{steps:?}");
+    assert_eq!(vpc_step[0].aws_id, None, "{backend}: intent only");
+}
+
 /// Polls `f` every 50 ms for up to two minutes.
 async fn until<F, Fut>(what: &str, mut f: F)
 where
@@ -130,15 +144,7 @@ async fn serve_killed_mid_job_restarts_and_finishes_each_job_once(db: TestDb) {
     })
     .await;
     let log = s.kill().await;
-    let (row, steps) = job_row(&cluster.db_url, &org_id, &vpc_job).await;
-    assert_eq!(
-        (row.state, row.attempts),
-        (JobState::Running, 1),
-        "{backend}\n{log}"
-    );
-    let vpc_step: Vec<_> = steps.iter().filter(|s| s.step_key == "vpc").collect();
-    assert_eq!(vpc_step.len(), 1, "{steps:?}");
-    assert_eq!(vpc_step[0].aws_id, None, "{backend}: intent only");
+    vpc_step_is_intent_only(&cluster.db_url, &org_id, &vpc_job, &backend, &log).await;
     assert!(
         tagged_by_job(&admin, &vpc_job).await["vpc"].is_empty(),
         "the held CreateVpc never reached AWS"
@@ -195,15 +201,7 @@ async fn serve_killed_mid_job_restarts_and_finishes_each_job_once(db: TestDb) {
     })
     .await;
     let log = s.kill().await;
-    let (row, steps) = job_row(&cluster.db_url, &org_id, &vpc2_job).await;
-    assert_eq!(
-        (row.state, row.attempts),
-        (JobState::Running, 1),
-        "{backend}\n{log}"
-    );
-    let vpc_step: Vec<_> = steps.iter().filter(|s| s.step_key == "vpc").collect();
-    assert_eq!(vpc_step.len(), 1, "{steps:?}");
-    assert_eq!(vpc_step[0].aws_id, None, "{backend}: intent only");
+    vpc_step_is_intent_only(&cluster.db_url, &org_id, &vpc2_job, &backend, &log).await;
     let made = tagged_by_job(&admin, &vpc2_job).await;
     assert_eq!(
         count(&made),
