@@ -123,6 +123,7 @@ class Server:
                    XROLE_KEYRING_FILE=keyring,
                    XROLE_SAAS_PRINCIPAL_ARN="arn:aws:iam::123456789012:role/xrole-saas",
                    XROLE_RATE_LIMIT_PER_SECOND="0",
+                   XROLE_ORG_RATE_LIMIT_PER_SECOND="0",
                    RUST_LOG="warn")
         subprocess.run([xrole, "keys", "generate", "--out", keyring], env=env, check=True,
                        stdout=subprocess.DEVNULL)

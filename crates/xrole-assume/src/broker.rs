@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::Error;
 use crate::backoff::{Backoff, jitter};
+use crate::budget::Budget;
 use crate::metrics::{Counters, Metrics};
 use crate::provider::TenantCredentials;
 use crate::spec::{AssumeSpec, CacheKey, MAX_CHAINED_SESSION_DURATION};
@@ -61,6 +62,7 @@ struct Inner {
     max_attempts: u32,
     base_is_role_session: Option<bool>,
     detected_role_session: tokio::sync::OnceCell<bool>,
+    budget: Option<Budget>,
 }
 
 impl fmt::Debug for Broker {
@@ -124,9 +126,21 @@ pub struct BrokerBuilder {
     time: Option<SharedTimeSource>,
     sleep: Option<SharedAsyncSleep>,
     base_is_role_session: Option<bool>,
+    budget: Option<(f64, u32)>,
 }
 
 impl BrokerBuilder {
+    /// A budget for every STS request the broker sends, across all tenants:
+    /// `per_second` on average, `burst` at once (default: none). A request
+    /// finding the budget spent waits when a token is due within a quarter
+    /// of a second, and otherwise fails at once with
+    /// [`Error::BudgetExhausted`], saying when to try again: a job queue
+    /// re-schedules, an API answers 429 or 503 with `Retry-After`.
+    pub fn sts_budget(mut self, per_second: f64, burst: u32) -> Self {
+        self.budget = (per_second > 0.0).then_some((per_second, burst));
+        self
+    }
+
     /// The most sessions kept (default 10,000); the least valuable are evicted beyond.
     pub fn max_sessions(mut self, n: u64) -> Self {
         self.max_sessions = n;
@@ -225,6 +239,9 @@ impl BrokerBuilder {
             .sleep
             .or_else(|| self.base.sleep_impl())
             .unwrap_or_else(|| SharedAsyncSleep::new(TokioSleep));
+        let budget = self
+            .budget
+            .map(|(rate, burst)| Budget::new(rate, burst, time.now()));
         Broker {
             inner: Arc::new(Inner {
                 sts: Sts::new(self.base),
@@ -241,6 +258,7 @@ impl BrokerBuilder {
                 max_attempts: self.max_attempts,
                 base_is_role_session: self.base_is_role_session,
                 detected_role_session: tokio::sync::OnceCell::new(),
+                budget,
             }),
         }
     }
@@ -285,6 +303,7 @@ impl Broker {
             time: None,
             sleep: None,
             base_is_role_session: None,
+            budget: None,
         }
     }
 
@@ -590,6 +609,7 @@ impl Broker {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            self.spend_budget().await?;
             Counters::inc(&self.inner.counters.sts_calls);
             match call().await {
                 Ok(v) => return Ok(v),
@@ -603,6 +623,31 @@ impl Broker {
                     let delay = self.inner.retry_backoff.delay(attempt);
                     debug!(attempt, code = %f.code, delay = ?delay, "STS call failed; retrying");
                     self.inner.sleep.sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// A token of the STS budget, waiting up to a quarter of a second.
+    async fn spend_budget(&self) -> Result<(), Failure> {
+        let Some(budget) = &self.inner.budget else {
+            return Ok(());
+        };
+        let mut waited = false;
+        loop {
+            match budget.take(self.now()) {
+                Ok(()) => return Ok(()),
+                Err(wait) if !waited && wait <= Duration::from_millis(250) => {
+                    waited = true;
+                    self.inner.sleep.sleep(wait).await;
+                }
+                Err(wait) => {
+                    Counters::inc(&self.inner.counters.budget_refusals);
+                    return Err(Failure {
+                        class: Class::BudgetExhausted,
+                        code: "BudgetExhausted".into(),
+                        message: format!("{}", wait.as_millis().max(1)),
+                    });
                 }
             }
         }

@@ -67,6 +67,13 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// The broker's own STS budget ([`BrokerBuilder::sts_budget`](crate::BrokerBuilder::sts_budget))
+    /// is spent: nothing was sent. Try again after `retry_after`.
+    #[error("the STS budget is spent; try again in {retry_after:?}")]
+    BudgetExhausted {
+        /// When a token is free.
+        retry_after: Duration,
+    },
     /// An STS error xrole does not classify.
     #[error("unexpected STS error {code}: {message}")]
     Unexpected {
@@ -80,7 +87,10 @@ pub enum Error {
 impl Error {
     /// Whether the same call may succeed later (throttling, network, 5xx).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Throttled { .. } | Error::Transient { .. })
+        matches!(
+            self,
+            Error::Throttled { .. } | Error::Transient { .. } | Error::BudgetExhausted { .. }
+        )
     }
 
     /// Whether something must change first: the spec, the customer's role or trust
@@ -130,11 +140,14 @@ mod tests {
                 code: "x".into(),
                 message: "x".into(),
             },
+            Error::BudgetExhausted {
+                retry_after: Duration::from_millis(5),
+            },
         ];
         for e in &all {
             assert!(!(e.is_retryable() && e.is_configuration()), "{e}");
         }
-        assert_eq!(all.iter().filter(|e| e.is_retryable()).count(), 2);
+        assert_eq!(all.iter().filter(|e| e.is_retryable()).count(), 3);
         assert_eq!(all.iter().filter(|e| e.is_configuration()).count(), 5);
     }
 }

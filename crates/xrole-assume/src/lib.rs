@@ -2,6 +2,7 @@
 
 mod backoff;
 mod broker;
+mod budget;
 mod error;
 mod metrics;
 mod provider;

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub sts_calls: u64,
     /// Failed STS requests, by class.
     pub sts_errors: StsErrors,
+    /// STS requests not sent because the broker's STS budget was spent.
+    pub budget_refusals: u64,
 }
 
 /// Failed STS requests by class; see [`Error`](crate::Error) for what each means.
@@ -75,6 +77,7 @@ pub(crate) struct Counters {
     pub(crate) refresh_failures: AtomicU64,
     pub(crate) evictions: AtomicU64,
     pub(crate) sts_calls: AtomicU64,
+    pub(crate) budget_refusals: AtomicU64,
     errors: [AtomicU64; 7],
 }
 
@@ -92,6 +95,8 @@ impl Counters {
             Class::Throttled => 4,
             Class::Transient => 5,
             Class::Unexpected => 6,
+            // Nothing was sent: counted as a refusal, not an STS error.
+            Class::BudgetExhausted => return,
         };
         Counters::inc(&self.errors[i]);
     }
@@ -106,6 +111,7 @@ impl Counters {
             evictions: self.evictions.load(Relaxed),
             entries,
             sts_calls: self.sts_calls.load(Relaxed),
+            budget_refusals: self.budget_refusals.load(Relaxed),
             sts_errors: StsErrors {
                 access_denied: e(0),
                 region_disabled: e(1),

@@ -28,6 +28,8 @@ pub(crate) enum Class {
     Throttled,
     Transient,
     Unexpected,
+    /// The broker's own STS budget is spent; `message` holds the wait in ms.
+    BudgetExhausted,
 }
 
 impl Class {
@@ -72,6 +74,9 @@ impl Failure {
                 message: format!("{code}: {message}"),
             },
             Class::Unexpected => Error::Unexpected { code, message },
+            Class::BudgetExhausted => Error::BudgetExhausted {
+                retry_after: std::time::Duration::from_millis(message.parse().unwrap_or(1000)),
+            },
         }
     }
 }

@@ -1026,3 +1026,40 @@ async fn without_waiting_a_denied_role_answers_at_once() {
     assert_eq!(f.assume_role_calls() - before, 1);
     assert_eq!(f.sleep.total(), Duration::ZERO);
 }
+
+#[tokio::test]
+async fn the_sts_budget_refuses_past_its_burst_and_says_when_to_come_back() {
+    let f = Fixture::start().await;
+    let broker = f.builder().sts_budget(1.0, 3).build();
+    for purpose in ["a", "b", "c"] {
+        broker.credentials(&f.spec(purpose)).await.unwrap();
+    }
+    let sent = f.assume_role_calls();
+    let err = broker.credentials(&f.spec("d")).await.unwrap_err();
+    match &err {
+        Error::BudgetExhausted { retry_after } => {
+            assert!(
+                *retry_after > Duration::from_millis(900) && *retry_after <= Duration::from_secs(1),
+                "{retry_after:?}"
+            );
+        }
+        other => panic!("expected BudgetExhausted, got {other:?}"),
+    }
+    assert!(err.is_retryable() && !err.is_configuration());
+    assert_eq!(f.assume_role_calls(), sent, "nothing was sent");
+    let m = broker.metrics();
+    assert_eq!((m.budget_refusals, m.sts_errors.total()), (1, 0));
+    // A verification needs five STS calls: it fails as a whole, unsent.
+    assert!(matches!(
+        broker.verify_link(&f.role, &f.external_id, &f.account()).await,
+        Err(Error::BudgetExhausted { .. })
+    ));
+    f.clock.advance(Duration::from_secs(1));
+    broker.credentials(&f.spec("d")).await.unwrap();
+    f.clock.advance(Duration::from_secs(5));
+    // Cached sessions cost nothing.
+    for purpose in ["a", "b", "c", "d"] {
+        broker.credentials(&f.spec(purpose)).await.unwrap();
+    }
+    assert_eq!(broker.metrics().budget_refusals, 2);
+}

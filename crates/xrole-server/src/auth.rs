@@ -4,7 +4,8 @@
 //! any database access (a malformed key is 401 at no cost); then the key row
 //! is loaded by its public `key_id`, the secret verified against the stored
 //! HMAC in constant time, and revocation, expiry and the owner's `disabled`
-//! flag checked against the injected clock. The key's rate limit comes last.
+//! flag checked against the injected clock. The key's rate limit comes last,
+//! then its organization's.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -75,10 +76,12 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 /// An entry keeps the key's stored hash, so every request still verifies its
 /// secret (constant time) and the key's expiry; what it skips for up to
 /// `ttl` is re-reading revocation and the owner's role and `disabled` flag.
-/// Any successful write on this replica clears the cache (see
-/// [`AuthCache::clear`]), and a lookup that raced with a clear is not
-/// stored, so a change made here takes effect at once and one made on
-/// another replica within `ttl`.
+/// A write on this replica that revokes a key or changes a user clears the
+/// cache ([`AppState::credentials_changed`](crate::AppState::credentials_changed)),
+/// and a lookup that raced with a clear is not stored, so a change made here
+/// takes effect at once and one made on another replica within `ttl`.
+/// Nothing else clears it: unauthenticated requests cannot force every
+/// authenticated one back to the database.
 #[derive(Debug)]
 pub struct AuthCache {
     ttl: Duration,
@@ -108,7 +111,7 @@ impl AuthCache {
         }
     }
 
-    /// Forgets every entry. Called after every successful write request.
+    /// Forgets every entry (after a write that changes credentials).
     pub fn clear(&self) {
         if self.ttl.is_zero() {
             return;
@@ -164,9 +167,15 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Princip
         }
         None => lookup(state, key, now).await?,
     };
+    // The key's own budget, then its organization's: a tenant minting
+    // more keys or sessions gets no more requests.
     state
         .limiter
         .check(&principal.api_key_id.to_string())
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    state
+        .org_limiter
+        .check(&principal.org_id.to_string())
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
     Ok(principal)
 }

@@ -81,8 +81,16 @@ pub struct Config {
     pub signup_open: bool,
     /// Rate limit per API key.
     pub rate_limit: RateLimit,
-    /// Background job workers per process (used by the provisioning worker).
+    /// Rate limit per organization, shared by all its keys and sessions.
+    pub org_rate_limit: RateLimit,
+    /// Jobs one process runs at once (async tasks: they mostly wait on AWS).
     pub workers: usize,
+    /// Jobs of one organization running at once across all processes; its
+    /// other jobs wait while other organizations' run.
+    pub jobs_per_org: u32,
+    /// Password verifications (argon2id, 19 MiB each) running at once;
+    /// further logins answer 429 at once.
+    pub login_concurrency: usize,
     /// Largest accepted request body in bytes; bigger bodies get 413.
     pub max_body_bytes: usize,
     /// Seconds a request body may take to arrive once its head is read;
@@ -110,7 +118,13 @@ impl Default for Config {
                 per_second: 20.0,
                 burst: 40,
             },
-            workers: 1,
+            org_rate_limit: RateLimit {
+                per_second: 50.0,
+                burst: 100,
+            },
+            workers: 32,
+            jobs_per_org: 4,
+            login_concurrency: 4,
             max_body_bytes: 64 * 1024,
             body_timeout_secs: 10,
             session_ttl_secs: 3600,
@@ -132,7 +146,11 @@ struct FileConfig {
     signup_open: Option<bool>,
     rate_limit_per_second: Option<f64>,
     rate_limit_burst: Option<u32>,
+    org_rate_limit_per_second: Option<f64>,
+    org_rate_limit_burst: Option<u32>,
     workers: Option<usize>,
+    jobs_per_org: Option<u32>,
+    login_concurrency: Option<usize>,
     max_body_bytes: Option<usize>,
     body_timeout_secs: Option<u64>,
     session_ttl_secs: Option<i64>,
@@ -231,10 +249,54 @@ impl Config {
         if c.rate_limit.burst == 0 {
             return Err(invalid("XROLE_RATE_LIMIT_BURST", "must be at least 1"));
         }
+        if let Some(v) = env("XROLE_ORG_RATE_LIMIT_PER_SECOND") {
+            c.org_rate_limit.per_second = v
+                .parse()
+                .map_err(|e| invalid("XROLE_ORG_RATE_LIMIT_PER_SECOND", e))?;
+        } else if let Some(v) = fc.org_rate_limit_per_second {
+            c.org_rate_limit.per_second = v;
+        }
+        if !(c.org_rate_limit.per_second.is_finite() && c.org_rate_limit.per_second >= 0.0) {
+            return Err(invalid(
+                "XROLE_ORG_RATE_LIMIT_PER_SECOND",
+                "must be a number >= 0",
+            ));
+        }
+        if let Some(v) = env("XROLE_ORG_RATE_LIMIT_BURST") {
+            c.org_rate_limit.burst = v
+                .parse()
+                .map_err(|e| invalid("XROLE_ORG_RATE_LIMIT_BURST", e))?;
+        } else if let Some(v) = fc.org_rate_limit_burst {
+            c.org_rate_limit.burst = v;
+        }
+        if c.org_rate_limit.burst == 0 {
+            return Err(invalid("XROLE_ORG_RATE_LIMIT_BURST", "must be at least 1"));
+        }
         if let Some(v) = env("XROLE_WORKERS") {
             c.workers = v.parse().map_err(|e| invalid("XROLE_WORKERS", e))?;
         } else if let Some(v) = fc.workers {
             c.workers = v;
+        }
+        if c.workers > 1024 {
+            return Err(invalid("XROLE_WORKERS", "must be at most 1024"));
+        }
+        if let Some(v) = env("XROLE_JOBS_PER_ORG") {
+            c.jobs_per_org = v.parse().map_err(|e| invalid("XROLE_JOBS_PER_ORG", e))?;
+        } else if let Some(v) = fc.jobs_per_org {
+            c.jobs_per_org = v;
+        }
+        if c.jobs_per_org == 0 {
+            return Err(invalid("XROLE_JOBS_PER_ORG", "must be at least 1"));
+        }
+        if let Some(v) = env("XROLE_LOGIN_CONCURRENCY") {
+            c.login_concurrency = v
+                .parse()
+                .map_err(|e| invalid("XROLE_LOGIN_CONCURRENCY", e))?;
+        } else if let Some(v) = fc.login_concurrency {
+            c.login_concurrency = v;
+        }
+        if !(1..=256).contains(&c.login_concurrency) {
+            return Err(invalid("XROLE_LOGIN_CONCURRENCY", "must be 1 to 256"));
         }
         if let Some(v) = env("XROLE_MAX_BODY_BYTES") {
             c.max_body_bytes = v.parse().map_err(|e| invalid("XROLE_MAX_BODY_BYTES", e))?;

@@ -1,6 +1,8 @@
 //! `Idempotency-Key` for POST requests (IETF draft semantics, DESIGN.md).
 //!
-//! A key is scoped to (organization, principal, method, route) and kept for
+//! A key is scoped to (organization, principal, method, concrete path — not
+//! the route template, so `/v1/aws-accounts/A/vpcs` and `…/B/vpcs` never
+//! share a key) and kept for
 //! [`TTL_MS`]. The first request inserts an in-flight record holding the
 //! SHA-256 of its body and a lease; its handler then commits the change, the
 //! audit event and the stored response in one transaction ([`respond`]).
@@ -116,7 +118,9 @@ pub async fn begin(
     let org = principal.org_id;
     let principal_id = principal.scope_id();
     let method = req.method().as_str().to_owned();
-    let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
+    // The concrete path, never the route template: the same key sent to
+    // another link's `/vpcs` is another request.
+    let route = req.path().to_owned();
     let aad_row = format!("{principal_id}|{method}|{route}|{}", key.as_str());
     let fp = fingerprint(raw_body);
     let now = state.now_ms();

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod idempotency_key;
 pub mod journal;
 pub mod link_flow;
+pub mod login;
 pub mod metrics;
 pub mod openapi;
 pub mod pagination;
@@ -112,7 +113,6 @@ pub fn build_app_with(
     >,
 > {
     let metrics = state.metrics.clone();
-    let writes = state.clone();
     let limit = state.config.max_body_bytes;
     let body_timeout = std::time::Duration::from_secs(state.config.body_timeout_secs);
     App::new()
@@ -133,18 +133,10 @@ pub fn build_app_with(
             let start = Instant::now();
             // `Method` clones without allocating for the standard methods.
             let method = req.method().clone();
-            let safe = method.is_safe();
             let metrics = metrics.clone();
-            let writes = writes.clone();
             let fut = srv.call(req);
             async move {
-                let res = fut.await;
-                // A write may have revoked a key or changed a user: verified
-                // keys are read again (whatever the outcome, to be safe).
-                if !safe {
-                    writes.auth_cache.clear();
-                }
-                let res = res?;
+                let res = fut.await?;
                 let route = res
                     .request()
                     .match_pattern()

@@ -13,6 +13,8 @@
 //! | `XROLE_JOB_POLL_MILLISECONDS` | how often an idle worker looks for jobs | 500 |
 //! | `XROLE_EXECUTOR_POLL_MILLISECONDS` | how often provisioning polls AWS waiters | 5000 |
 //! | `XROLE_JOB_SESSION_WAIT_SECONDS` | how long a job waits for its link's changed role to verify before failing | 600 |
+//! | `XROLE_STS_BUDGET_PER_SECOND` | STS requests per second for all tenants together (AssumeRole, GetCallerIdentity); `0` disables | 50 |
+//! | `XROLE_STS_BUDGET_BURST` | STS requests at once | 100 |
 //! | `XROLE_CALLBACK_SECRET_TTL_HOURS` | how long a stack's callback secret keeps serving Update and Delete after the stack's first report | 168 |
 
 use std::sync::Arc;
@@ -67,6 +69,10 @@ pub struct AwsSettings {
     pub session_wait: Duration,
     /// How long a callback secret serves its stack after the first report.
     pub callback_secret_ttl: Duration,
+    /// STS requests per second for all tenants together (`0`: no budget).
+    pub sts_budget_per_second: f64,
+    /// STS requests at once.
+    pub sts_budget_burst: u32,
 }
 
 impl Default for AwsSettings {
@@ -80,6 +86,8 @@ impl Default for AwsSettings {
             executor_poll: Duration::from_secs(5),
             session_wait: Duration::from_secs(600),
             callback_secret_ttl: Duration::from_secs(7 * 24 * 3600),
+            sts_budget_per_second: 50.0,
+            sts_budget_burst: 100,
         }
     }
 }
@@ -132,6 +140,25 @@ impl AwsSettings {
         }
         if let Some(v) = env("XROLE_JOB_SESSION_WAIT_SECONDS") {
             s.session_wait = Duration::from_secs(secs("XROLE_JOB_SESSION_WAIT_SECONDS", v)?);
+        }
+        if let Some(v) = env("XROLE_STS_BUDGET_PER_SECOND") {
+            let rate: f64 =
+                v.parse()
+                    .map_err(|e: std::num::ParseFloatError| AwsStartError::Invalid {
+                        name: "XROLE_STS_BUDGET_PER_SECOND",
+                        message: e.to_string(),
+                    })?;
+            if !(rate.is_finite() && rate >= 0.0) {
+                return Err(AwsStartError::Invalid {
+                    name: "XROLE_STS_BUDGET_PER_SECOND",
+                    message: "must be a number >= 0".into(),
+                });
+            }
+            s.sts_budget_per_second = rate;
+        }
+        if let Some(v) = env("XROLE_STS_BUDGET_BURST") {
+            let burst = secs("XROLE_STS_BUDGET_BURST", v)?;
+            s.sts_budget_burst = u32::try_from(burst.max(1)).unwrap_or(u32::MAX);
         }
         if let Some(v) = env("XROLE_CALLBACK_SECRET_TTL_HOURS") {
             let hours = secs("XROLE_CALLBACK_SECRET_TTL_HOURS", v)?;
@@ -232,6 +259,7 @@ impl AwsRuntime {
         };
         let broker = Broker::builder(&base)
             .propagation_window(settings.propagation_window)
+            .sts_budget(settings.sts_budget_per_second, settings.sts_budget_burst)
             .build();
         tracing::info!(principal = %saas_principal_arn, "SaaS principal for customers' trust policies");
         Ok(Arc::new(AwsRuntime {
@@ -303,6 +331,11 @@ impl crate::metrics::MetricsCollector for BrokerMetrics {
                 "xrole_broker_sts_errors_total",
                 "STS errors",
                 m.sts_errors.total(),
+            ),
+            (
+                "xrole_broker_sts_budget_refusals_total",
+                "STS requests not sent because the STS budget shared by all tenants was spent",
+                m.budget_refusals,
             ),
         ];
         for (name, help, v) in counters {

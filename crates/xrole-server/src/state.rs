@@ -31,6 +31,10 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// Per-API-key token buckets.
     pub limiter: RateLimiter,
+    /// Per-organization token buckets, shared by all of its keys.
+    pub org_limiter: RateLimiter,
+    /// Login throttling and the password-check slots.
+    pub login_guard: crate::login::LoginGuard,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// The AWS side (broker, SaaS principal), set once at start-up; routes
@@ -74,6 +78,8 @@ impl AppState {
     pub fn new(config: Config, pool: Pool, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
         let hasher = Arc::new(keyring.api_key_hasher());
         let limiter = RateLimiter::new(config.rate_limit, clock.clone());
+        let org_limiter = RateLimiter::new(config.org_rate_limit, clock.clone());
+        let login_guard = crate::login::LoginGuard::new(config.login_concurrency, clock.clone());
         let auth_cache =
             crate::auth::AuthCache::new(std::time::Duration::from_millis(config.auth_cache_ms));
         let db_gate = tokio::sync::Semaphore::new(pool.max_size() as usize);
@@ -88,12 +94,22 @@ impl AppState {
             hasher,
             clock,
             limiter,
+            org_limiter,
+            login_guard,
             metrics: Metrics::default(),
             aws: std::sync::OnceLock::new(),
             auth_cache,
             db_gate,
             inline_reads,
         }))
+    }
+
+    /// Call after a committed write that revokes a key or changes a user or
+    /// an organization: keys verified before it are read again. Nothing
+    /// else clears the cache (an anonymous request cannot make every
+    /// authenticated one pay a database read).
+    pub fn credentials_changed(&self) {
+        self.auth_cache.clear();
     }
 
     /// Now, in unix milliseconds, from the injected clock.

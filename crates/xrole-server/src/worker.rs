@@ -145,51 +145,45 @@ impl crate::metrics::MetricsCollector for WorkerMetrics {
     }
 }
 
-/// Running workers; dropping the pool stops them at once (a job in progress
-/// is left to its lease, like a crash).
+/// The job runner of one process: one claim loop and up to `count` jobs
+/// running at once as async tasks (a job mostly waits on AWS, so many fit
+/// on few cores). Dropping the pool stops everything at once (a job in
+/// progress is left to its lease, like a crash).
 #[derive(Debug)]
 pub struct WorkerPool {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    dispatcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl WorkerPool {
-    /// Starts `count` workers on the current Tokio runtime.
+    /// Starts the claim loop on the current Tokio runtime, running up to
+    /// `count` jobs at once (none when `count` is 0).
     pub fn spawn(state: AppState, aws: Arc<AwsRuntime>, count: usize) -> WorkerPool {
         let stop = Arc::new(AtomicBool::new(false));
-        let tag = uuid::Uuid::new_v4().simple().to_string();
         let metrics = Arc::new(WorkerMetrics::default());
-        if count > 0 {
+        let dispatcher = (count > 0).then(|| {
             state.metrics.add_collector(metrics.clone());
-        }
-        let tasks = (0..count)
-            .map(|i| {
-                let id = format!("{}-{}-{i}", std::process::id(), &tag[..8]);
-                tokio::spawn(run_loop(
-                    state.clone(),
-                    aws.clone(),
-                    id,
-                    stop.clone(),
-                    metrics.clone(),
-                ))
-            })
-            .collect();
-        WorkerPool { stop, tasks }
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            let worker = format!("{}-{}", std::process::id(), &tag[..8]);
+            tokio::spawn(run_loop(state, aws, worker, count, stop.clone(), metrics))
+        });
+        WorkerPool { stop, dispatcher }
     }
 
-    /// Lets each worker finish its current job, then stop.
+    /// Claims nothing more and lets every running job finish, then returns.
     pub async fn shutdown(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
+        if let Some(d) = self.dispatcher.take() {
+            let _ = d.await;
         }
     }
 }
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        if let Some(d) = &self.dispatcher {
+            // Aborting the loop drops its JoinSet, which aborts every job.
+            d.abort();
         }
     }
 }
@@ -279,6 +273,13 @@ impl From<xrole_provision::Error> for JobError {
 
 impl From<xrole_assume::Error> for JobError {
     fn from(e: xrole_assume::Error) -> Self {
+        if let xrole_assume::Error::BudgetExhausted { retry_after } = e {
+            // Back-pressure, not a failure: run again when STS has room.
+            return JobError::wait(
+                "the STS budget shared by all tenants is spent",
+                retry_after.max(Duration::from_millis(100)),
+            );
+        }
         if e.is_retryable() {
             JobError::retry(e.to_string())
         } else {
@@ -307,28 +308,53 @@ async fn run_loop(
     state: AppState,
     aws: Arc<AwsRuntime>,
     worker: String,
+    count: usize,
     stop: Arc<AtomicBool>,
     metrics: Arc<WorkerMetrics>,
 ) {
     let lease_ms = i64::try_from(aws.settings.lease.as_millis()).unwrap_or(60_000);
+    let fairness = xrole_store::jobs::Fairness {
+        max_running_per_org: state.config.jobs_per_org,
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(count));
+    let mut running = tokio::task::JoinSet::new();
     let mut idle_rounds: u64 = 0;
     while !stop.load(Ordering::SeqCst) {
+        // Finished jobs leave the set (their panics are logged, not fatal).
+        while let Some(done) = running.try_join_next() {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                tracing::error!(%worker, "a job task panicked");
+            }
+        }
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let now = state.now_ms();
         let w = worker.clone();
         let claimed = db(&state, move |conn| {
-            Ok(xrole_store::jobs::claim(conn, &w, lease_ms, now)?)
+            Ok(xrole_store::jobs::claim_with(
+                conn, &w, lease_ms, now, &fairness,
+            )?)
         })
         .await;
         match claimed {
             Ok(Some(c)) => {
-                tracing::info!(job = %c.job.id, kind = %c.job.kind, attempt = c.job.attempts, took_over = c.took_over, %worker, "job claimed");
+                idle_rounds = 0;
+                tracing::info!(job = %c.job.id, kind = %c.job.kind, org = %c.job.org_id, attempt = c.job.attempts, took_over = c.took_over, %worker, "job claimed");
                 metrics.claimed.fetch_add(1, Ordering::Relaxed);
                 if c.took_over {
                     metrics.taken_over.fetch_add(1, Ordering::Relaxed);
                 }
-                run_claimed(&state, &aws, c, lease_ms, &metrics).await;
+                let (state, aws, metrics) = (state.clone(), aws.clone(), metrics.clone());
+                running.spawn(async move {
+                    run_claimed(&state, &aws, c, lease_ms, &metrics).await;
+                    drop(permit);
+                });
             }
             Ok(None) => {
+                drop(permit);
                 idle_rounds += 1;
                 if idle_rounds % 1200 == 1 {
                     // Replays are refused by timestamp after 5 minutes, so
@@ -342,14 +368,22 @@ async fn run_loop(
                         tracing::debug!(error = %e, "cannot purge webhook ids");
                     }
                 }
-                tokio::time::sleep(aws.settings.job_poll).await;
+                // Nothing runnable: look again after the poll interval, or
+                // at once when a running job ends (it may have queued more).
+                tokio::select! {
+                    () = tokio::time::sleep(aws.settings.job_poll) => {}
+                    Some(_) = running.join_next(), if !running.is_empty() => {}
+                }
             }
             Err(e) => {
+                drop(permit);
                 tracing::warn!(error = %e, %worker, "cannot claim jobs");
                 tokio::time::sleep(aws.settings.job_poll.max(Duration::from_secs(1))).await;
             }
         }
     }
+    // Shutting down: every running job finishes first.
+    while running.join_next().await.is_some() {}
 }
 
 /// Progress shared between the executor's callback and the lease renewer.

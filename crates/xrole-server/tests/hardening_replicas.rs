@@ -46,6 +46,7 @@ async fn start(
         .env("XROLE_KEYRING_FILE", keyring)
         .env("XROLE_OPERATOR_TOKEN", OPERATOR_TOKEN)
         .env("XROLE_RATE_LIMIT_PER_SECOND", "0")
+        .env("XROLE_ORG_RATE_LIMIT_PER_SECOND", "0")
         .env("XROLE_LISTEN", format!("127.0.0.1:{port}"))
         .env("AWS_ENDPOINT_URL", dead)
         .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")

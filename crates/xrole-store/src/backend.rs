@@ -277,11 +277,65 @@ macro_rules! insert_or_ignore {
 }
 pub(crate) use insert_or_ignore;
 
-/// The id of the next runnable job, locked for this transaction on
+/// The organizations whose turn comes next: those with a runnable job
+/// (queued and due, or running under an expired lease) and fewer than
+/// `max_running` jobs running under a live lease, the one served longest ago
+/// first (`job_org_turns`; never served counts as longest ago), at most
+/// `limit`. Claiming in this order rotates across organizations, so one
+/// tenant's flood waits behind everyone else's single job.
+pub(crate) fn fair_org_order(
+    conn: &mut Conn,
+    now_ms: i64,
+    max_running: i64,
+    limit: i64,
+) -> Result<Vec<String>> {
+    use diesel::RunQueryDsl;
+    use diesel::sql_types::BigInt;
+    #[derive(diesel::QueryableByName)]
+    struct OrgRow {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        org_id: String,
+    }
+    // The same statement in each dialect: SQLite numbers its parameters
+    // `?1`, PostgreSQL `$1`.
+    const SQL: &str = "SELECT q.org_id AS org_id FROM (\
+            SELECT DISTINCT org_id FROM jobs \
+            WHERE (state = 'queued' AND run_after_ms <= {now}) \
+               OR (state = 'running' AND lease_expires_ms < {now})\
+        ) q \
+        LEFT JOIN job_org_turns t ON t.org_id = q.org_id \
+        WHERE (SELECT COUNT(*) FROM jobs r WHERE r.org_id = q.org_id \
+               AND r.state = 'running' AND r.lease_expires_ms >= {now}) < {cap} \
+        ORDER BY COALESCE(t.last_claim_ms, 0), q.org_id \
+        LIMIT {limit}";
+    let rows: Vec<OrgRow> = match conn {
+        Conn::Sqlite(c) => diesel::sql_query(
+            SQL.replace("{now}", "?1")
+                .replace("{cap}", "?2")
+                .replace("{limit}", "?3"),
+        )
+        .bind::<BigInt, _>(now_ms)
+        .bind::<BigInt, _>(max_running)
+        .bind::<BigInt, _>(limit)
+        .load(c)?,
+        Conn::Pg(c) => diesel::sql_query(
+            SQL.replace("{now}", "$1")
+                .replace("{cap}", "$2")
+                .replace("{limit}", "$3"),
+        )
+        .bind::<BigInt, _>(now_ms)
+        .bind::<BigInt, _>(max_running)
+        .bind::<BigInt, _>(limit)
+        .load(c)?,
+    };
+    Ok(rows.into_iter().map(|r| r.org_id).collect())
+}
+
+/// The id of the next runnable job of `org`, locked for this transaction on
 /// PostgreSQL (`FOR UPDATE SKIP LOCKED`, so concurrent workers pass over each
 /// other's rows). On SQLite the caller holds the write lock already
 /// (`BEGIN IMMEDIATE`), which serialises claimers.
-pub(crate) fn next_runnable_job(conn: &mut Conn, now_ms: i64) -> Result<Option<String>> {
+pub(crate) fn next_runnable_job(conn: &mut Conn, org: &str, now_ms: i64) -> Result<Option<String>> {
     use crate::schema::jobs::dsl as j;
     use diesel::prelude::*;
     let runnable = j::state
@@ -290,6 +344,7 @@ pub(crate) fn next_runnable_job(conn: &mut Conn, now_ms: i64) -> Result<Option<S
         .or(j::state.eq("running").and(j::lease_expires_ms.lt(now_ms)));
     let q = j::jobs
         .select(j::id)
+        .filter(j::org_id.eq(org))
         .filter(runnable)
         .order((j::run_after_ms.asc(), j::id.asc()))
         .limit(1);
@@ -297,6 +352,28 @@ pub(crate) fn next_runnable_job(conn: &mut Conn, now_ms: i64) -> Result<Option<S
         Conn::Sqlite(c) => q.first::<String>(c).optional()?,
         Conn::Pg(c) => q.for_update().skip_locked().first::<String>(c).optional()?,
     })
+}
+
+/// Records that `org` was served a job at `now_ms` (its turn is over).
+pub(crate) fn record_org_turn(conn: &mut Conn, org: &str, now_ms: i64) -> Result<()> {
+    use crate::schema::job_org_turns::dsl as t;
+    use diesel::prelude::*;
+    let row = (t::org_id.eq(org), t::last_claim_ms.eq(now_ms));
+    match conn {
+        Conn::Sqlite(c) => diesel::insert_into(t::job_org_turns)
+            .values(row)
+            .on_conflict(t::org_id)
+            .do_update()
+            .set(t::last_claim_ms.eq(now_ms))
+            .execute(c)?,
+        Conn::Pg(c) => diesel::insert_into(t::job_org_turns)
+            .values(row)
+            .on_conflict(t::org_id)
+            .do_update()
+            .set(t::last_claim_ms.eq(now_ms))
+            .execute(c)?,
+    };
+    Ok(())
 }
 
 #[cfg(test)]

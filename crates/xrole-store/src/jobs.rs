@@ -15,7 +15,9 @@ use diesel::prelude::*;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::backend::{Conn, insert_or_ignore, next_runnable_job, write_transaction};
+use crate::backend::{
+    Conn, fair_org_order, insert_or_ignore, next_runnable_job, record_org_turn, write_transaction,
+};
 use crate::error::{Error, Result};
 use crate::schema::job_steps::dsl as s;
 use crate::schema::jobs::dsl as j;
@@ -358,17 +360,59 @@ pub fn cancel(conn: &mut Conn, org: OrgId, id: JobId, now_ms: i64) -> Result<Job
     load(conn, &org_s, &id_s)?.try_into()
 }
 
-/// Claims the next runnable job for `worker` with a lease of `lease_ms`:
-/// the oldest queued job whose run time has come, or a running job whose
-/// lease expired (taken over). A taken-over job whose attempts are spent is
-/// failed instead. `None` when nothing is runnable.
+/// How [`claim_with`] shares the workers among organizations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fairness {
+    /// Jobs of one organization running at once (under a live lease), at
+    /// most; its other jobs wait while others' run.
+    pub max_running_per_org: u32,
+}
+
+impl Default for Fairness {
+    fn default() -> Self {
+        Fairness {
+            max_running_per_org: u32::MAX,
+        }
+    }
+}
+
+/// [`claim_with`] with no cap per organization (turns still rotate).
+pub fn claim(conn: &mut Conn, worker: &str, lease_ms: i64, now_ms: i64) -> Result<Option<Claimed>> {
+    claim_with(conn, worker, lease_ms, now_ms, &Fairness::default())
+}
+
+/// Claims the next runnable job for `worker` with a lease of `lease_ms`.
+/// Organizations take turns: the job comes from the organization served
+/// longest ago among those with a runnable job and fewer than
+/// `fairness.max_running_per_org` running; within it, the job due first (a
+/// queued job whose run time has come, or a running job whose lease expired:
+/// taken over). A taken-over job whose attempts are spent is failed instead.
+/// `None` when nothing is runnable.
 ///
 /// PostgreSQL: `SELECT … FOR UPDATE SKIP LOCKED`, so workers on several
-/// replicas never wait on each other. SQLite: `BEGIN IMMEDIATE`.
-pub fn claim(conn: &mut Conn, worker: &str, lease_ms: i64, now_ms: i64) -> Result<Option<Claimed>> {
+/// replicas never wait on each other (two replicas claiming at the same
+/// instant may each let an organization reach its cap, once). SQLite:
+/// `BEGIN IMMEDIATE`.
+pub fn claim_with(
+    conn: &mut Conn,
+    worker: &str,
+    lease_ms: i64,
+    now_ms: i64,
+    fairness: &Fairness,
+) -> Result<Option<Claimed>> {
+    let cap = i64::from(fairness.max_running_per_org.max(1));
     loop {
         let claimed = write_transaction(conn, |conn| -> Result<Option<Option<Claimed>>> {
-            let Some(id) = next_runnable_job(conn, now_ms)? else {
+            // A few organizations in turn order: on PostgreSQL another
+            // replica may hold the rows of the first one.
+            let mut next = None;
+            for org in fair_org_order(conn, now_ms, cap, 8)? {
+                if let Some(id) = next_runnable_job(conn, &org, now_ms)? {
+                    next = Some((org, id));
+                    break;
+                }
+            }
+            let Some((org, id)) = next else {
                 return Ok(None);
             };
             let row: Row = j::jobs.find(&id).select(Row::as_select()).first(conn)?;
@@ -408,6 +452,7 @@ pub fn claim(conn: &mut Conn, worker: &str, lease_ms: i64, now_ms: i64) -> Resul
             if n != 1 {
                 return Ok(Some(None));
             }
+            record_org_turn(conn, &org, now_ms)?;
             let job: Job = j::jobs
                 .find(&id)
                 .select(Row::as_select())

@@ -99,6 +99,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    job_org_turns (org_id) {
+        org_id -> Text,
+        last_claim_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     job_steps (id) {
         id -> Text,
         org_id -> Text,
@@ -169,6 +176,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     aws_account_links,
     seen_webhook_ids,
     jobs,
+    job_org_turns,
     job_steps,
     resources,
     idempotency_records,

@@ -257,5 +257,6 @@ pub async fn revoke(
             Ok(())
         })
         .await?;
+    state.credentials_changed();
     Ok(HttpResponse::NoContent().finish())
 }

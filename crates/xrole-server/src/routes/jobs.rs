@@ -52,6 +52,9 @@ pub struct JobOut {
     pub created_at: String,
     /// Last change (RFC 3339).
     pub updated_at: String,
+    /// When a worker first took it (RFC 3339): `started_at - created_at`
+    /// is the time it waited in the queue.
+    pub started_at: Option<String>,
     /// End (RFC 3339).
     pub finished_at: Option<String>,
 }
@@ -97,6 +100,7 @@ impl JobOut {
             error: j.error.clone(),
             created_at: format_ms(j.created_ms),
             updated_at: format_ms(j.updated_ms),
+            started_at: j.started_ms.map(format_ms),
             finished_at: j.finished_ms.map(format_ms),
         }
     }

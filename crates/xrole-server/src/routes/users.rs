@@ -272,6 +272,7 @@ pub async fn update(
             Ok(user)
         })
         .await?;
+    state.credentials_changed();
     Ok(HttpResponse::Ok().json(UserOut::from(&user)))
 }
 
@@ -319,5 +320,6 @@ pub async fn delete(
             Ok(())
         })
         .await?;
+    state.credentials_changed();
     Ok(HttpResponse::NoContent().finish())
 }

@@ -60,6 +60,9 @@ pub struct TestApp {
 pub struct Options {
     pub signup_open: bool,
     pub rate_limit: RateLimit,
+    pub org_rate_limit: RateLimit,
+    pub login_concurrency: usize,
+    pub auth_cache_ms: u64,
     pub extra_routes: Vec<RouteDef>,
 }
 
@@ -71,6 +74,12 @@ impl Default for Options {
                 per_second: 0.0,
                 burst: 1,
             },
+            org_rate_limit: RateLimit {
+                per_second: 0.0,
+                burst: 1,
+            },
+            login_concurrency: 4,
+            auth_cache_ms: 1000,
             extra_routes: Vec::new(),
         }
     }
@@ -87,6 +96,9 @@ pub async fn spawn_app_with(db: TestDb, opts: Options) -> TestApp {
     config.operator_token = Some(xrole_crypto::SecretString::new(OPERATOR_TOKEN.to_owned()));
     config.signup_open = opts.signup_open;
     config.rate_limit = opts.rate_limit;
+    config.org_rate_limit = opts.org_rate_limit;
+    config.login_concurrency = opts.login_concurrency;
+    config.auth_cache_ms = opts.auth_cache_ms;
     let clock = FakeClock::new(T0);
     let keyring = Arc::new(xrole_crypto::Keyring::generate().unwrap());
     let state = xrole_server::open_state(config, keyring, Arc::new(clock.clone())).unwrap();

@@ -9,6 +9,7 @@ mod auth;
 mod cross_org;
 mod errors;
 mod idempotency;
+mod limits;
 mod observability;
 mod organizations;
 mod sessions;

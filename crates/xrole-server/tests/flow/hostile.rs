@@ -8,59 +8,14 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use xrole_testkit::{Aws, CustomerAccount, TestDb};
+use xrole_testkit::{Aws, TestDb};
 
 use crate::support::*;
 
-async fn put_role(app: &FlowApp, org: &Org, link_id: &str, role: &str) -> Value {
-    let res = app
-        .request(
-            Method::PUT,
-            &format!("/v1/aws-accounts/{link_id}/role"),
-            Some(&org.key),
-            None,
-            Some(&json!({"role_arn": role})),
-        )
-        .await;
+async fn set_role(app: &FlowApp, org: &Org, link_id: &str, role: &str) -> Value {
+    let res = put_role(app, org, link_id, role).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     res.json().await.unwrap()
-}
-
-/// A role trusting the SaaS principal under `condition` (none when null);
-/// with `readable`, it may read itself (`iam:GetRole`), as the template's
-/// roles may, so the trust policy is audited too.
-async fn role(
-    aws: &Aws,
-    customer: &CustomerAccount,
-    name: &str,
-    condition: Value,
-    readable: bool,
-) -> String {
-    let mut statement = json!({"Sid": "XroleWithExternalId", "Effect": "Allow",
-        "Principal": {"AWS": aws.saas_principal_arn()},
-        "Action": ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]});
-    if !condition.is_null() {
-        statement["Condition"] = condition;
-    }
-    let trust = json!({"Version": "2012-10-17", "Statement": [statement]});
-    let arn = customer
-        .create_role(name, &trust.to_string(), 3600)
-        .await
-        .unwrap();
-    let mut grants =
-        vec![json!({"Effect": "Allow", "Action": ["ec2:*", "ssm:GetParameter*"], "Resource": "*"})];
-    if readable {
-        grants.push(json!({"Effect": "Allow", "Action": "iam:GetRole", "Resource": arn}));
-    }
-    aws_sdk_iam::Client::new(&customer.admin_config())
-        .put_role_policy()
-        .role_name(name)
-        .policy_name("xrole")
-        .policy_document(json!({"Version": "2012-10-17", "Statement": grants}).to_string())
-        .send()
-        .await
-        .unwrap();
-    arn
 }
 
 /// Polls until every job of `org` has ended and the link is not
@@ -166,7 +121,7 @@ async fn a_role_accepting_foreign_external_ids_never_becomes_active_for_any_tena
         ];
         assert_eq!(cases.len(), n);
         for (i, (name, condition, readable, _, _)) in cases.iter().enumerate() {
-            let arn = role(
+            let arn = customer_role(
                 &aws,
                 &customer,
                 &format!("xrole-{name}"),
@@ -174,8 +129,8 @@ async fn a_role_accepting_foreign_external_ids_never_becomes_active_for_any_tena
                 *readable,
             )
             .await;
-            put_role(&app, &a, &id(&links_a[i]), &arn).await;
-            put_role(&app, &b, &id(&links_b[i]), &arn).await;
+            set_role(&app, &a, &id(&links_a[i]), &arn).await;
+            set_role(&app, &b, &id(&links_b[i]), &arn).await;
         }
         for (i, (name, _, readable, want_a, want_b)) in cases.iter().enumerate() {
             for (org, link, want) in [(&a, &links_a[i], want_a), (&b, &links_b[i], want_b)] {
@@ -224,7 +179,7 @@ async fn a_role_change_during_a_slow_verification_never_leaves_an_unverified_rol
             .create_link(&org, Some(customer.account_id()), "provisioning")
             .await;
         let link_id = link["id"].as_str().unwrap().to_owned();
-        let good = role(
+        let good = customer_role(
             &aws,
             &customer,
             "xrole-good",
@@ -232,7 +187,7 @@ async fn a_role_change_during_a_slow_verification_never_leaves_an_unverified_rol
             true,
         )
         .await;
-        let bad = role(
+        let bad = customer_role(
             &aws,
             &customer,
             "xrole-bad",
@@ -244,9 +199,9 @@ async fn a_role_change_during_a_slow_verification_never_leaves_an_unverified_rol
         // running when the role changes to the bad one.
         aws.gate()
             .delay(Some("AssumeRole"), Duration::from_millis(400));
-        put_role(&app, &org, &link_id, &good).await;
+        set_role(&app, &org, &link_id, &good).await;
         tokio::time::sleep(Duration::from_millis(600)).await;
-        put_role(&app, &org, &link_id, &bad).await;
+        set_role(&app, &org, &link_id, &bad).await;
         let never_bad_active = |l: &Value| {
             assert!(
                 !(l["state"] == "active" && l["role_arn"] == bad.as_str()),
@@ -286,12 +241,12 @@ async fn randomized_role_changes_verifications_and_callbacks_keep_active_verifie
             .to_owned();
         let ext = external_id(&link);
         let exact = json!({"StringEquals": {"sts:ExternalId": ext}});
-        let good = vec![
-            role(&aws, &customer, "xrole-good-1", exact.clone(), true).await,
-            role(&aws, &customer, "xrole-good-2", exact, false).await,
+        let good = [
+            customer_role(&aws, &customer, "xrole-good-1", exact.clone(), true).await,
+            customer_role(&aws, &customer, "xrole-good-2", exact, false).await,
         ];
-        let bad = vec![
-            role(
+        let bad = [
+            customer_role(
                 &aws,
                 &customer,
                 "xrole-bad-1",
@@ -299,7 +254,7 @@ async fn randomized_role_changes_verifications_and_callbacks_keep_active_verifie
                 true,
             )
             .await,
-            role(
+            customer_role(
                 &aws,
                 &customer,
                 "xrole-bad-2",
@@ -307,7 +262,7 @@ async fn randomized_role_changes_verifications_and_callbacks_keep_active_verifie
                 false,
             )
             .await,
-            role(&aws, &customer, "xrole-bad-3", Value::Null, true).await,
+            customer_role(&aws, &customer, "xrole-bad-3", Value::Null, true).await,
         ];
         let good_set: HashSet<&str> = good.iter().map(String::as_str).collect();
         let all: Vec<&String> = good.iter().chain(bad.iter()).collect();
@@ -350,7 +305,7 @@ async fn randomized_role_changes_verifications_and_callbacks_keep_active_verifie
             match next(4) {
                 0 => {
                     current = all[usize::try_from(next(all.len() as u64)).unwrap()].clone();
-                    put_role(&app, &org, &link_id, &current).await;
+                    set_role(&app, &org, &link_id, &current).await;
                 }
                 1 => {
                     current = all[usize::try_from(next(all.len() as u64)).unwrap()].clone();
@@ -403,8 +358,8 @@ async fn no_customer_session_while_a_changed_role_is_verifying() {
             .await;
         let link_id = link["id"].as_str().unwrap().to_owned();
         let exact = json!({"StringEquals": {"sts:ExternalId": external_id(&link)}});
-        let first = role(&aws, &customer, "xrole-first", exact.clone(), true).await;
-        put_role(&app, &org, &link_id, &first).await;
+        let first = customer_role(&aws, &customer, "xrole-first", exact.clone(), true).await;
+        set_role(&app, &org, &link_id, &first).await;
         assert_eq!(app.settled_link(&org, &link_id).await["state"], "active");
 
         // Workers stop; a VPC job is accepted while the link is active, then
@@ -420,8 +375,8 @@ async fn no_customer_session_while_a_changed_role_is_verifying() {
         assert_eq!(res.status(), StatusCode::ACCEPTED);
         let job: Value = res.json().await.unwrap();
         aws.gate().propagation_delay(Duration::from_secs(2));
-        let second = role(&aws, &customer, "xrole-second", exact, true).await;
-        put_role(&app, &org, &link_id, &second).await;
+        let second = customer_role(&aws, &customer, "xrole-second", exact, true).await;
+        set_role(&app, &org, &link_id, &second).await;
         app.workers = Some(xrole_server::worker::WorkerPool::spawn(
             app.state.clone(),
             app.aws_runtime.clone(),

@@ -7,17 +7,6 @@ use xrole_testkit::{Aws, TestDb};
 
 use crate::support::*;
 
-async fn put_role(app: &FlowApp, org: &Org, link_id: &str, role: &str) -> reqwest::Response {
-    app.request(
-        Method::PUT,
-        &format!("/v1/aws-accounts/{link_id}/role"),
-        Some(&org.key),
-        None,
-        Some(&json!({"role_arn": role})),
-    )
-    .await
-}
-
 async fn problem_code(res: reqwest::Response) -> (u16, Value) {
     let status = res.status().as_u16();
     (status, res.json().await.unwrap())

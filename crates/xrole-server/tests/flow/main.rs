@@ -5,6 +5,7 @@
 mod support;
 
 mod callbacks;
+mod fairness;
 mod hostile;
 mod leases;
 mod links;

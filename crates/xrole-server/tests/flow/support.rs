@@ -89,6 +89,18 @@ pub async fn spawn_on(
     settings: AwsSettings,
     workers: usize,
 ) -> FlowApp {
+    spawn_configured(db_url, keyring, aws, settings, workers, |_| {}).await
+}
+
+/// [`spawn_on`], with the configuration adjusted by `configure` last.
+pub async fn spawn_configured(
+    db_url: &str,
+    keyring: Arc<xrole_crypto::Keyring>,
+    aws: &Aws,
+    settings: AwsSettings,
+    workers: usize,
+    configure: impl FnOnce(&mut Config),
+) -> FlowApp {
     init_logs();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -99,8 +111,13 @@ pub async fn spawn_on(
         per_second: 0.0,
         burst: 1,
     };
+    config.org_rate_limit = RateLimit {
+        per_second: 0.0,
+        burst: 1,
+    };
     config.public_url = Some(url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap());
     config.workers = workers;
+    configure(&mut config);
     let state = xrole_server::open_state(config, keyring, Arc::new(SystemClock)).unwrap();
     let runtime = AwsRuntime::start(aws.saas_config(), settings)
         .await
@@ -124,6 +141,20 @@ pub async fn spawn_on(
 pub async fn spawn_flow_app(db: TestDb, aws: &Aws, workers: usize) -> FlowApp {
     let keyring = Arc::new(xrole_crypto::Keyring::generate().unwrap());
     let mut app = spawn_on(db.url(), keyring, aws, test_settings(), workers).await;
+    app._db = Some(db);
+    app
+}
+
+/// [`spawn_flow_app`] with adjusted settings and configuration.
+pub async fn spawn_flow_app_with(
+    db: TestDb,
+    aws: &Aws,
+    workers: usize,
+    settings: AwsSettings,
+    configure: impl FnOnce(&mut Config),
+) -> FlowApp {
+    let keyring = Arc::new(xrole_crypto::Keyring::generate().unwrap());
+    let mut app = spawn_configured(db.url(), keyring, aws, settings, workers, configure).await;
     app._db = Some(db);
     app
 }
@@ -565,4 +596,71 @@ pub async fn tagged_resources(config: &aws_config::SdkConfig, link_id: &str) -> 
 pub async fn audit_events(app: &FlowApp, org: &Org) -> Vec<Value> {
     let v = app.get_json("/v1/audit-events?limit=200", &org.key).await;
     v["data"].as_array().unwrap().clone()
+}
+
+// ---------------------------------------------------------------------------
+// Roles made by hand (not by the template), linked with `PUT …/role`.
+
+/// `PUT /v1/aws-accounts/{link_id}/role`.
+pub async fn put_role(app: &FlowApp, org: &Org, link_id: &str, role: &str) -> Response {
+    app.request(
+        Method::PUT,
+        &format!("/v1/aws-accounts/{link_id}/role"),
+        Some(&org.key),
+        None,
+        Some(&json!({"role_arn": role})),
+    )
+    .await
+}
+
+/// A role trusting the SaaS principal under `condition` (none when null),
+/// allowed EC2 and the AMI parameters; with `readable`, it may also read
+/// itself (`iam:GetRole`), as the template's roles may, so verification
+/// audits its trust policy. Returns its ARN.
+pub async fn customer_role(
+    aws: &Aws,
+    customer: &CustomerAccount,
+    name: &str,
+    condition: Value,
+    readable: bool,
+) -> String {
+    let mut statement = json!({"Sid": "XroleWithExternalId", "Effect": "Allow",
+        "Principal": {"AWS": aws.saas_principal_arn()},
+        "Action": ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]});
+    if !condition.is_null() {
+        statement["Condition"] = condition;
+    }
+    let trust = json!({"Version": "2012-10-17", "Statement": [statement]});
+    let arn = customer
+        .create_role(name, &trust.to_string(), 3600)
+        .await
+        .unwrap();
+    let mut grants =
+        vec![json!({"Effect": "Allow", "Action": ["ec2:*", "ssm:GetParameter*"], "Resource": "*"})];
+    if readable {
+        grants.push(json!({"Effect": "Allow", "Action": "iam:GetRole", "Resource": arn}));
+    }
+    aws_sdk_iam::Client::new(&customer.admin_config())
+        .put_role_policy()
+        .role_name(name)
+        .policy_name("xrole")
+        .policy_document(json!({"Version": "2012-10-17", "Statement": grants}).to_string())
+        .send()
+        .await
+        .unwrap();
+    arn
+}
+
+/// A role trusting the SaaS exactly with `link`'s External ID (the `201`
+/// body of a link), readable by itself: verification makes it `active`.
+pub async fn exact_role(aws: &Aws, customer: &CustomerAccount, name: &str, link: &Value) -> String {
+    let ext = link["external_id"].as_str().unwrap();
+    customer_role(
+        aws,
+        customer,
+        name,
+        json!({"StringEquals": {"sts:ExternalId": ext}}),
+        true,
+    )
+    .await
 }

@@ -66,6 +66,7 @@ impl Cluster {
             ("XROLE_KEYRING_FILE", keyring.display().to_string()),
             ("XROLE_OPERATOR_TOKEN", OPERATOR_TOKEN.to_owned()),
             ("XROLE_RATE_LIMIT_PER_SECOND", "0".to_owned()),
+            ("XROLE_ORG_RATE_LIMIT_PER_SECOND", "0".to_owned()),
             ("XROLE_ASSUME_PROPAGATION_SECONDS", "3".to_owned()),
             ("XROLE_JOB_LEASE_SECONDS", "4".to_owned()),
             ("XROLE_JOB_POLL_MILLISECONDS", "100".to_owned()),

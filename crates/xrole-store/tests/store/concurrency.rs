@@ -183,3 +183,72 @@ fn twenty_concurrent_begins_on_one_key_have_one_winner() {
         Ok(())
     });
 }
+
+#[test]
+fn organizations_take_turns_and_a_flood_is_capped() {
+    use jobs::Fairness;
+    each_backend(|_, conn| {
+        let hostile = org(conn, "hostile");
+        let honest: Vec<_> = (0..10).map(|i| org(conn, &format!("honest{i}"))).collect();
+        let job = |conn: &mut xrole_store::Conn, org, i: i64| {
+            jobs::enqueue(
+                conn,
+                org,
+                &NewJob {
+                    link: None,
+                    kind: "n",
+                    payload: &json!({ "i": i }),
+                    max_attempts: 1,
+                },
+                T0 + i,
+            )
+        };
+        // The flood is queued first: a FIFO would serve it all before anyone.
+        for i in 0..200 {
+            job(conn, hostile, i)?;
+        }
+        let mut honest_jobs = HashSet::new();
+        for (i, o) in honest.iter().enumerate() {
+            honest_jobs.insert(job(conn, *o, 1_000 + i64::try_from(i).unwrap())?.id);
+        }
+        let fair = Fairness {
+            max_running_per_org: 3,
+        };
+        // Claim without finishing anything: every honest job is claimed,
+        // and the flood never holds more than its cap.
+        let mut claimed = Vec::new();
+        while let Some(c) = jobs::claim_with(conn, "w", 60_000, T0 + 10_000, &fair)? {
+            claimed.push(c);
+        }
+        let hostile_running = claimed.iter().filter(|c| c.job.org_id == hostile).count();
+        assert_eq!(hostile_running, 3);
+        assert_eq!(claimed.len(), 13);
+        let got: HashSet<JobId> = claimed
+            .iter()
+            .filter(|c| c.job.org_id != hostile)
+            .map(|c| c.job.id)
+            .collect();
+        assert_eq!(got, honest_jobs);
+        // Turns rotate: among the first 11 claims, no organization had two.
+        let first: Vec<_> = claimed.iter().take(11).map(|c| c.job.org_id).collect();
+        assert_eq!(first.iter().collect::<HashSet<_>>().len(), 11, "{first:?}");
+
+        // The flood still progresses: each finished job frees a place for
+        // the next of its own.
+        for c in claimed.iter().filter(|c| c.job.org_id == hostile) {
+            jobs::complete(conn, &c.lease, &json!({}), T0 + 10_001)?;
+        }
+        let next = jobs::claim_with(conn, "w", 60_000, T0 + 10_002, &fair)?.unwrap();
+        assert_eq!(next.job.org_id, hostile);
+        // A lease that expires frees the place too (the job is taken over).
+        let later = T0 + 10_002 + 60_001;
+        let mut taken = 0;
+        while let Some(c) = jobs::claim_with(conn, "w2", 60_000, later, &fair)? {
+            if c.job.org_id == hostile {
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, 3, "the cap holds after takeovers too");
+        Ok(())
+    });
+}

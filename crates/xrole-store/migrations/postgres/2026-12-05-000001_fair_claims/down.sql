@@ -1,0 +1,2 @@
+DROP INDEX jobs_org_state;
+DROP TABLE job_org_turns;
