@@ -95,14 +95,22 @@ impl Modify for BearerAuth {
 
 /// Operations that take no credentials say so with `security: []`, so
 /// that no generator or linter has to guess (a document-wide default would
-/// otherwise apply). It runs before [`StandardErrors`], which reads them.
+/// otherwise apply); `[{}]` (utoipa's `security(())`) says the same and
+/// becomes `[]` too. It runs before [`StandardErrors`], which reads them.
 struct PublicOperations;
 
 impl Modify for PublicOperations {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
             for op in operations_mut(item) {
-                op.security.get_or_insert_with(Vec::new);
+                let security = op.security.get_or_insert_with(Vec::new);
+                let anonymous_only = security.iter().all(|s| {
+                    serde_json::to_value(s)
+                        .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
+                });
+                if anonymous_only {
+                    security.clear();
+                }
             }
         }
     }

@@ -3,8 +3,8 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 
 /// The template, as shipped in `cloudformation/xrole-role.yaml`.
 pub const TEMPLATE: &str = include_str!("../../../../cloudformation/xrole-role.yaml");
@@ -27,7 +27,13 @@ pub fn template_schema() -> RefOr<Schema> {
             "Description",
             ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)),
         );
-    for section in ["Metadata", "Parameters", "Conditions", "Resources", "Outputs"] {
+    for section in [
+        "Metadata",
+        "Parameters",
+        "Conditions",
+        "Resources",
+        "Outputs",
+    ] {
         o = o.property(section, object());
     }
     RefOr::T(Schema::Object(o.required("Resources").build()))

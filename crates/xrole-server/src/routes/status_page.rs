@@ -341,8 +341,12 @@ async fn load(state: &AppState, principal: Principal) -> Result<Status, ApiError
                         if link.state == LinkState::Pending
                             && now < link.callback_secret_expires_ms =>
                     {
-                        let ext =
-                            xrole_store::links::reveal_external_id(conn, &st.keyring, org, link.id)?;
+                        let ext = xrole_store::links::reveal_external_id(
+                            conn,
+                            &st.keyring,
+                            org,
+                            link.id,
+                        )?;
                         let secret = xrole_store::links::reveal_callback_secret(
                             conn,
                             &st.keyring,

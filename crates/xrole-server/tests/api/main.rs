@@ -12,4 +12,5 @@ mod idempotency;
 mod observability;
 mod organizations;
 mod sessions;
+mod status_page;
 mod users;
