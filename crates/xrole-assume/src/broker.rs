@@ -623,6 +623,10 @@ impl Broker {
         )
     }
 
+    pub(crate) fn retry_delay(&self, attempt: u32) -> Duration {
+        self.inner.retry_backoff.delay(attempt)
+    }
+
     pub(crate) fn max_attempts(&self) -> u32 {
         self.inner.max_attempts
     }

@@ -14,7 +14,7 @@ use aws_types::region::Region;
 use support::{CannedSts, FakeSleep, ManualClock};
 use xrole_assume::{
     AssumeSpec, AwsAccountId, Broker, BrokerBuilder, Error, RoleArn, SessionName, SessionPolicy,
-    SourceIdentity, VerifyOutcome,
+    SourceIdentity, TrustFinding, TrustPolicyCheck, VerifyOptions, VerifyOutcome,
 };
 use xrole_crypto::ExternalId;
 use xrole_testkit::{Aws, CustomerAccount, Fault};
@@ -130,8 +130,11 @@ async fn happy_path_assumes_into_the_customer_account_and_caches() {
             account,
             caller_arn,
             attempts,
+            trust_policy,
         } => {
             assert_eq!(account, f.account());
+            // create_xrole_role lets the role read itself: the policy was audited.
+            assert_eq!(trust_policy, TrustPolicyCheck::Audited);
             assert!(
                 caller_arn.contains(":assumed-role/xrole-access/xrole-verify"),
                 "{caller_arn}"
@@ -140,7 +143,9 @@ async fn happy_path_assumes_into_the_customer_account_and_caches() {
         }
         other => panic!("expected Verified, got {other:?}"),
     }
-    // The denied probe without External ID is expected, not an error worth counting.
+    // The denied probes (no External ID, two foreign ones) are expected,
+    // not errors worth counting.
+    assert_eq!(f.assume_role_calls(), 2 + 4);
     assert_eq!(broker.metrics().sts_errors.access_denied, 0);
 }
 
@@ -200,7 +205,10 @@ async fn role_assumable_without_external_id_is_insecure() {
         .verify_link(&f.role, &f.external_id, &f.account())
         .await
         .unwrap();
-    assert!(matches!(outcome, VerifyOutcome::Insecure), "{outcome:?}");
+    assert!(
+        matches!(outcome, VerifyOutcome::Insecure { .. }),
+        "{outcome:?}"
+    );
     f.aws.gate().skip_external_id_check(false);
 
     // A real open role: the trust policy has no External ID condition at all.
@@ -217,7 +225,10 @@ async fn role_assumable_without_external_id_is_insecure() {
         .verify_link(&open, &f.external_id, &f.account())
         .await
         .unwrap();
-    assert!(matches!(outcome, VerifyOutcome::Insecure), "{outcome:?}");
+    assert!(
+        matches!(outcome, VerifyOutcome::Insecure { .. }),
+        "{outcome:?}"
+    );
 
     // The properly configured role still verifies.
     let outcome = broker
@@ -773,4 +784,245 @@ async fn no_secret_reaches_logs_or_debug_output() {
             );
         }
     }
+}
+
+/// A role trusting the SaaS principal under `condition`, allowed to read
+/// itself (as the template's roles are), in the fixture's account.
+async fn role_with_condition(f: &Fixture, name: &str, condition: serde_json::Value) -> RoleArn {
+    let mut statement = serde_json::json!({"Sid": "Saas", "Effect": "Allow",
+        "Principal": {"AWS": f.aws.saas_principal_arn()}, "Action": "sts:AssumeRole"});
+    if !condition.is_null() {
+        statement["Condition"] = condition;
+    }
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [statement]});
+    let arn = f
+        .customer
+        .create_role(name, &trust.to_string(), 3600)
+        .await
+        .unwrap();
+    aws_sdk_iam::Client::new(&f.customer.admin_config())
+        .put_role_policy()
+        .role_name(name)
+        .policy_name("read-itself")
+        .policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": "iam:GetRole", "Resource": arn}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    arn.parse().unwrap()
+}
+
+fn findings(outcome: &VerifyOutcome) -> Vec<String> {
+    match outcome {
+        VerifyOutcome::Insecure { findings, .. } => {
+            findings.iter().map(|f| format!("{f:?}")).collect()
+        }
+        other => panic!("expected Insecure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn roles_accepting_foreign_external_ids_are_insecure() {
+    let f = Fixture::start().await;
+    let broker = f.broker();
+    let opts = VerifyOptions::new().trusted_principal(f.aws.saas_principal_arn());
+    let probe = |shape: &'static str| {
+        format!(
+            "{:?}",
+            TrustFinding::AcceptsForeignExternalId { probe: shape }
+        )
+    };
+    // (condition, the probe findings expected)
+    let cases = [
+        (
+            serde_json::json!({"StringLike": {"sts:ExternalId": "*"}}),
+            vec![probe("same_shape"), probe("other_shape")],
+        ),
+        (
+            serde_json::json!({"StringLike": {"sts:ExternalId": "xrx-*"}}),
+            vec![probe("same_shape")],
+        ),
+        (
+            serde_json::json!({"Null": {"sts:ExternalId": "false"}}),
+            vec![probe("same_shape"), probe("other_shape")],
+        ),
+    ];
+    for (i, (condition, expected)) in cases.into_iter().enumerate() {
+        let role = role_with_condition(&f, &format!("xrole-wide-{i}"), condition.clone()).await;
+        let outcome = broker
+            .verify_link_with(&role, &f.external_id, &f.account(), &opts)
+            .await
+            .unwrap();
+        let found = findings(&outcome);
+        for e in &expected {
+            assert!(found.contains(e), "{condition}: {found:?}");
+        }
+        // The audit names the statement and what is wrong with it.
+        assert!(
+            found
+                .iter()
+                .any(|s| s.contains("ExternalIdNotRequired") && s.contains("\\\"Saas\\\"")),
+            "{condition}: {found:?}"
+        );
+        assert!(
+            !found.iter().any(|s| s.contains("AcceptsNoExternalId")),
+            "{condition}: {found:?}"
+        );
+    }
+
+    // No condition at all: every probe and the audit object.
+    let open = role_with_condition(&f, "xrole-open", serde_json::Value::Null).await;
+    let outcome = broker
+        .verify_link_with(&open, &f.external_id, &f.account(), &opts)
+        .await
+        .unwrap();
+    let found = findings(&outcome);
+    assert!(
+        found.iter().any(|s| s.contains("AcceptsNoExternalId")),
+        "{found:?}"
+    );
+
+    // StringEquals with a list holding this tenant's and another tenant's
+    // External IDs: each tenant proves its own, nobody else gets in.
+    let other_tenant = ExternalId::generate();
+    let shared = role_with_condition(
+        &f,
+        "xrole-shared",
+        serde_json::json!({"StringEquals": {"sts:ExternalId": [f.external_id.as_str(), other_tenant.as_str()]}}),
+    )
+    .await;
+    for ext in [&f.external_id, &other_tenant] {
+        let outcome = broker
+            .verify_link_with(&shared, ext, &f.account(), &opts)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                VerifyOutcome::Verified {
+                    trust_policy: TrustPolicyCheck::Audited,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+    }
+    // A third tenant who registers the same role is not let in.
+    let outcome = broker
+        .verify_link_with(
+            &shared,
+            &ExternalId::generate(),
+            &f.account(),
+            &opts.clone().wait_for_propagation(false),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            VerifyOutcome::NotAssumable(Error::AccessDenied { .. })
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_finds_what_the_probes_cannot_and_unreadable_policies_are_said() {
+    let f = Fixture::start().await;
+    let broker = f.broker();
+    // Trusts the SaaS with the exact External ID, but also anyone in another
+    // account: the probes (made as the SaaS) pass, the audit does not.
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "Saas", "Effect": "Allow", "Principal": {"AWS": f.aws.saas_principal_arn()},
+         "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": f.external_id.as_str()}}},
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::210987654321:root"},
+         "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": f.external_id.as_str()}}}]});
+    let name = "xrole-broadened";
+    let arn = f
+        .customer
+        .create_role(name, &trust.to_string(), 3600)
+        .await
+        .unwrap();
+    aws_sdk_iam::Client::new(&f.customer.admin_config())
+        .put_role_policy()
+        .role_name(name)
+        .policy_name("read-itself")
+        .policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": "iam:GetRole", "Resource": arn}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let role: RoleArn = arn.parse().unwrap();
+    let opts = VerifyOptions::new().trusted_principal(f.aws.saas_principal_arn());
+    let outcome = broker
+        .verify_link_with(&role, &f.external_id, &f.account(), &opts)
+        .await
+        .unwrap();
+    match &outcome {
+        VerifyOutcome::Insecure {
+            findings,
+            trust_policy,
+        } => {
+            assert_eq!(*trust_policy, TrustPolicyCheck::Audited);
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            assert_eq!(findings[0].code(), "trust_broadened");
+            assert!(findings[0].to_string().contains("#1"), "{}", findings[0]);
+        }
+        other => panic!("expected Insecure, got {other:?}"),
+    }
+
+    // When the role may not read itself, the probes alone decide and the
+    // outcome says so.
+    f.aws.gate().fail_next("GetRole", 1, Fault::AccessDenied);
+    let outcome = broker
+        .verify_link_with(&f.role, &f.external_id, &f.account(), &opts)
+        .await
+        .unwrap();
+    match outcome {
+        VerifyOutcome::Verified {
+            trust_policy: TrustPolicyCheck::NotReadable { reason },
+            ..
+        } => {
+            assert!(reason.contains("iam:GetRole"), "{reason}");
+        }
+        other => panic!("expected Verified without an audit, got {other:?}"),
+    }
+    // A transient IAM failure is an unknown answer, not a verdict.
+    f.aws.gate().fail_next("GetRole", 10, Fault::Http500);
+    let err = broker
+        .verify_link_with(&f.role, &f.external_id, &f.account(), &opts)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test]
+async fn without_waiting_a_denied_role_answers_at_once() {
+    let f = Fixture::start().await;
+    let broker = f.broker();
+    let before = f.assume_role_calls();
+    let outcome = broker
+        .verify_link_with(
+            &f.role,
+            &ExternalId::generate(),
+            &f.account(),
+            &VerifyOptions::new().wait_for_propagation(false),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            VerifyOutcome::NotAssumable(Error::AccessDenied { .. })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(f.assume_role_calls() - before, 1);
+    assert_eq!(f.sleep.total(), Duration::ZERO);
 }

@@ -12,12 +12,14 @@
 //! | `XROLE_JOB_LEASE_SECONDS` | a job worker's lease; a dead worker's jobs resume after it | 60 |
 //! | `XROLE_JOB_POLL_MILLISECONDS` | how often an idle worker looks for jobs | 500 |
 //! | `XROLE_EXECUTOR_POLL_MILLISECONDS` | how often provisioning polls AWS waiters | 5000 |
+//! | `XROLE_JOB_SESSION_WAIT_SECONDS` | how long a job waits for its link's changed role to verify before failing | 600 |
+//! | `XROLE_CALLBACK_SECRET_TTL_HOURS` | how long a stack's callback secret keeps serving Update and Delete after the stack's first report | 168 |
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use xrole_assume::{AwsAccountId, Broker, RoleArn, VerifyOutcome};
+use xrole_assume::{AwsAccountId, Broker, RoleArn, TrustPolicyCheck, VerifyOutcome};
 use xrole_crypto::ExternalId;
 
 /// Where CloudFormation's console builds quick-create links.
@@ -61,6 +63,10 @@ pub struct AwsSettings {
     pub job_poll: Duration,
     /// Provisioning waiter poll interval.
     pub executor_poll: Duration,
+    /// How long a job waits for its link's changed role to pass verification.
+    pub session_wait: Duration,
+    /// How long a callback secret serves its stack after the first report.
+    pub callback_secret_ttl: Duration,
 }
 
 impl Default for AwsSettings {
@@ -72,6 +78,8 @@ impl Default for AwsSettings {
             lease: Duration::from_secs(60),
             job_poll: Duration::from_millis(500),
             executor_poll: Duration::from_secs(5),
+            session_wait: Duration::from_secs(600),
+            callback_secret_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -121,6 +129,19 @@ impl AwsSettings {
         if let Some(v) = env("XROLE_EXECUTOR_POLL_MILLISECONDS") {
             s.executor_poll =
                 Duration::from_millis(secs("XROLE_EXECUTOR_POLL_MILLISECONDS", v)?.max(10));
+        }
+        if let Some(v) = env("XROLE_JOB_SESSION_WAIT_SECONDS") {
+            s.session_wait = Duration::from_secs(secs("XROLE_JOB_SESSION_WAIT_SECONDS", v)?);
+        }
+        if let Some(v) = env("XROLE_CALLBACK_SECRET_TTL_HOURS") {
+            let hours = secs("XROLE_CALLBACK_SECRET_TTL_HOURS", v)?;
+            if !(1..=24 * 90).contains(&hours) {
+                return Err(AwsStartError::Invalid {
+                    name: "XROLE_CALLBACK_SECRET_TTL_HOURS",
+                    message: "must be 1 to 2160 (90 days)".into(),
+                });
+            }
+            s.callback_secret_ttl = Duration::from_secs(hours * 3600);
         }
         Ok(s)
     }
@@ -307,6 +328,8 @@ pub struct VerificationResult {
     pub result: &'static str,
     /// What a person should do, when it is not `verified`.
     pub reason: Option<String>,
+    /// `audited` or `not_readable` when the role was assumed.
+    pub trust_policy_audit: Option<&'static str>,
 }
 
 /// Turns the broker's outcome into the link's next state with a reason a
@@ -318,19 +341,36 @@ pub fn interpret(
 ) -> VerificationResult {
     use xrole_store::LinkState;
     match outcome {
-        VerifyOutcome::Verified { .. } => VerificationResult {
+        VerifyOutcome::Verified { trust_policy, .. } => VerificationResult {
             state: LinkState::Active,
             result: "verified",
-            reason: None,
+            reason: match trust_policy {
+                // Verified, but say what was not checked and how to allow it.
+                TrustPolicyCheck::NotReadable { reason } => Some(format!(
+                    "verified by probes only: {reason}. The probes showed the role refuses \
+                     AssumeRole without this External ID and with foreign ones."
+                )),
+                _ => None,
+            },
+            trust_policy_audit: Some(trust_policy.as_str()),
         },
-        VerifyOutcome::Insecure => VerificationResult {
+        VerifyOutcome::Insecure {
+            findings,
+            trust_policy,
+        } => VerificationResult {
             state: LinkState::Insecure,
             result: "insecure",
             reason: Some(format!(
-                "{role} can be assumed without the External ID, so anyone trusting the same \
-                 principal could use it. Add the condition StringEquals sts:ExternalId to its \
-                 trust policy (redeploy the xrole stack), then verify again."
+                "{role} is open to other tenants than the holder of this External ID, so xrole \
+                 will never use it: {}. Fix the trust policy (redeploy the xrole stack), then \
+                 verify again.",
+                findings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             )),
+            trust_policy_audit: Some(trust_policy.as_str()),
         },
         VerifyOutcome::WrongAccount { actual } => VerificationResult {
             state: LinkState::Failed,
@@ -338,6 +378,7 @@ pub fn interpret(
             reason: Some(format!(
                 "{role} is in account {actual}, not {expected}: deploy the stack in account {expected}."
             )),
+            trust_policy_audit: None,
         },
         VerifyOutcome::NotAssumable(e) => VerificationResult {
             state: LinkState::Failed,
@@ -347,12 +388,7 @@ pub fn interpret(
                  stack finished, that the role trusts the principal shown in the onboarding \
                  parameters with this External ID, then verify again."
             )),
-        },
-        #[allow(unreachable_patterns)]
-        _ => VerificationResult {
-            state: LinkState::Failed,
-            result: "unknown",
-            reason: Some("verification returned an unknown outcome".into()),
+            trust_policy_audit: None,
         },
     }
 }

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use xrole_assume::{AssumeSpec, AwsAccountId, RoleArn, SessionName, SourceIdentity};
+use xrole_assume::{
+    AssumeSpec, AwsAccountId, RoleArn, SessionName, SourceIdentity, VerifyOptions, VerifyOutcome,
+};
 use xrole_provision::{EnvironmentPlan, Executor, ExecutorOptions, JobScope, Progress};
 use xrole_store::jobs::{Claimed, Job, Lease, RetryPolicy};
 use xrole_store::resources::{NewResource, Resource};
@@ -45,10 +47,17 @@ pub const RES_DATABASE: &str = "rds_instance";
 const STEP_TAG: &str = xrole_provision::tags::STEP;
 
 /// The payload of a `verify_link` job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VerifyPayload {
     /// Who asked (audit actor string).
     pub actor: String,
+    /// The link's generation to test; a result for any other is ignored.
+    /// Absent in jobs queued before generations existed: the link's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The role to test (likewise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
 }
 
 /// The payload of a provisioning job.
@@ -89,6 +98,7 @@ pub struct WorkerMetrics {
     succeeded: std::sync::atomic::AtomicU64,
     failed_attempts: std::sync::atomic::AtomicU64,
     leases_lost: std::sync::atomic::AtomicU64,
+    deferred: std::sync::atomic::AtomicU64,
 }
 
 impl crate::metrics::MetricsCollector for WorkerMetrics {
@@ -119,6 +129,11 @@ impl crate::metrics::MetricsCollector for WorkerMetrics {
                 "xrole_jobs_leases_lost_total",
                 "Jobs abandoned because their lease was lost",
                 &self.leases_lost,
+            ),
+            (
+                "xrole_jobs_deferred_total",
+                "Job runs queued again to wait (IAM propagation, a link being verified) without spending an attempt",
+                &self.deferred,
             ),
         ] {
             let _ = writeln!(
@@ -179,24 +194,59 @@ impl Drop for WorkerPool {
     }
 }
 
-/// Why a job attempt failed.
+/// Why a job attempt did not finish.
 #[derive(Debug)]
-pub struct JobError {
-    message: String,
-    retryable: bool,
+pub enum JobError {
+    /// It failed and may work later: spends an attempt; `after` replaces
+    /// the usual backoff.
+    Retry {
+        /// What failed.
+        reason: String,
+        /// When to try again, if not the usual backoff.
+        after: Option<Duration>,
+    },
+    /// It waits on something outside itself (IAM propagation, its link
+    /// being verified): queued again for `after`, without spending an
+    /// attempt and without holding a worker meanwhile.
+    Wait {
+        /// What it waits for.
+        reason: String,
+        /// When to look again.
+        after: Duration,
+    },
+    /// It cannot work, however often it is tried.
+    Permanent {
+        /// Why.
+        reason: String,
+    },
+    /// Another worker owns the job now (this one stalled past its lease).
+    LeaseLost,
 }
 
 impl JobError {
     fn permanent(m: impl Into<String>) -> Self {
-        JobError {
-            message: m.into(),
-            retryable: false,
-        }
+        JobError::Permanent { reason: m.into() }
     }
     fn retry(m: impl Into<String>) -> Self {
-        JobError {
-            message: m.into(),
-            retryable: true,
+        JobError::Retry {
+            reason: m.into(),
+            after: None,
+        }
+    }
+    fn wait(m: impl Into<String>, after: Duration) -> Self {
+        JobError::Wait {
+            reason: m.into(),
+            after,
+        }
+    }
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobError::Retry { reason, .. } | JobError::Permanent { reason } => f.write_str(reason),
+            JobError::Wait { reason, .. } => write!(f, "waiting: {reason}"),
+            JobError::LeaseLost => f.write_str("job lease lost"),
         }
     }
 }
@@ -204,7 +254,7 @@ impl JobError {
 impl From<xrole_store::Error> for JobError {
     fn from(e: xrole_store::Error) -> Self {
         match e {
-            xrole_store::Error::LeaseLost => JobError::retry("job lease lost"),
+            xrole_store::Error::LeaseLost => JobError::LeaseLost,
             xrole_store::Error::NotFound => JobError::permanent("not found"),
             other => JobError::retry(format!("database: {other}")),
         }
@@ -219,18 +269,20 @@ impl From<diesel::result::Error> for JobError {
 
 impl From<xrole_provision::Error> for JobError {
     fn from(e: xrole_provision::Error) -> Self {
-        JobError {
-            retryable: e.is_retryable(),
-            message: e.to_string(),
+        if e.is_retryable() {
+            JobError::retry(e.to_string())
+        } else {
+            JobError::permanent(e.to_string())
         }
     }
 }
 
 impl From<xrole_assume::Error> for JobError {
     fn from(e: xrole_assume::Error) -> Self {
-        JobError {
-            retryable: e.is_retryable(),
-            message: e.to_string(),
+        if e.is_retryable() {
+            JobError::retry(e.to_string())
+        } else {
+            JobError::permanent(e.to_string())
         }
     }
 }
@@ -287,13 +339,13 @@ async fn run_loop(
                     })
                     .await;
                     if let Err(e) = purged {
-                        tracing::debug!(error = %e.message, "cannot purge webhook ids");
+                        tracing::debug!(error = %e, "cannot purge webhook ids");
                     }
                 }
                 tokio::time::sleep(aws.settings.job_poll).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e.message, %worker, "cannot claim jobs");
+                tracing::warn!(error = %e, %worker, "cannot claim jobs");
                 tokio::time::sleep(aws.settings.job_poll.max(Duration::from_secs(1))).await;
             }
         }
@@ -346,11 +398,11 @@ async fn run_claimed(
                 .await;
                 match r {
                     Ok(l) => lease = l,
-                    Err(e) if e.message.contains("lease lost") => {
+                    Err(JobError::LeaseLost) => {
                         lost.notify_one();
                         return;
                     }
-                    Err(e) => tracing::warn!(error = %e.message, "lease renewal failed"),
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
                 }
             }
         })
@@ -360,11 +412,7 @@ async fn run_claimed(
         () = lost.notified() => None,
     };
     renewer.abort();
-    let Some(outcome) = outcome else {
-        metrics.leases_lost.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(job = %job.id, "lease lost; another worker owns the job now");
-        return;
-    };
+    let outcome = outcome.unwrap_or(Err(JobError::LeaseLost));
     let now = state.now_ms();
     let job_id = job.id;
     let result = match outcome {
@@ -372,41 +420,82 @@ async fn run_claimed(
             metrics.succeeded.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
+        Err(JobError::LeaseLost) => {
+            metrics.leases_lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(job = %job.id, "lease lost; another worker owns the job now");
+            return;
+        }
+        Err(JobError::Wait { reason, after }) => {
+            metrics.deferred.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(job = %job_id, %reason, after = ?after, "job waits; queued again");
+            let lease = lease.clone();
+            let run_after = now + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2);
+            db(state, move |conn| {
+                let note = format!("waiting: {reason}");
+                Ok(xrole_store::jobs::defer(
+                    conn, &lease, run_after, &note, now,
+                )?)
+            })
+            .await
+        }
         Err(e) => {
-            tracing::warn!(job = %job_id, retryable = e.retryable, error = %e.message, "job attempt failed");
+            tracing::warn!(job = %job_id, error = %e, "job attempt failed");
             metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
             let lease = lease.clone();
             let kind = job.kind.clone();
+            let payload = job.payload.clone();
             let (org, link) = (job.org_id, job.link_id);
             db(state, move |conn| {
-                let final_failure = if e.retryable {
-                    let policy = RetryPolicy {
-                        base_ms: 2_000,
-                        max_ms: 5 * 60 * 1000,
-                    };
-                    let out = xrole_store::jobs::fail(conn, &lease, &e.message, &policy, now)?;
-                    out == xrole_store::jobs::FailOutcome::Failed
-                } else {
-                    xrole_store::jobs::fail_permanently(conn, &lease, &e.message, now)?;
-                    true
+                let message = e.to_string();
+                let final_failure = match &e {
+                    JobError::Retry { after, .. } => {
+                        let policy = match after {
+                            Some(d) => {
+                                let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2);
+                                RetryPolicy {
+                                    base_ms: ms,
+                                    max_ms: ms,
+                                }
+                            }
+                            None => RetryPolicy {
+                                base_ms: 2_000,
+                                max_ms: 5 * 60 * 1000,
+                            },
+                        };
+                        let out = xrole_store::jobs::fail(conn, &lease, &message, &policy, now)?;
+                        out == xrole_store::jobs::FailOutcome::Failed
+                    }
+                    _ => {
+                        xrole_store::jobs::fail_permanently(conn, &lease, &message, now)?;
+                        true
+                    }
                 };
                 // A verification that cannot finish must not leave the link
-                // `verifying` for ever.
+                // `verifying` for ever; it speaks only for what it tested.
                 if final_failure
                     && kind == KIND_VERIFY
                     && let Some(link) = link
-                    && xrole_store::links::get(conn, org, link)?.state == LinkState::Verifying
                 {
-                    let reason = format!(
-                        "verification could not complete ({}); verify again later",
-                        e.message
-                    );
-                    let v = xrole_store::links::Verification {
-                        state: LinkState::Failed,
-                        result: "error",
-                        error: Some(&reason),
-                    };
-                    xrole_store::links::record_verification(conn, org, link, &v, now)?;
+                    let current = xrole_store::links::get(conn, org, link)?;
+                    let p: VerifyPayload = serde_json::from_value(payload).unwrap_or_default();
+                    if current.state == LinkState::Verifying
+                        && let Some(role) = p.role_arn.or(current.role_arn)
+                    {
+                        let reason = format!(
+                            "verification could not complete ({message}); verify again later"
+                        );
+                        let tested = xrole_store::links::Tested {
+                            generation: p.generation.unwrap_or(current.generation),
+                            role_arn: &role,
+                        };
+                        let v = xrole_store::links::Verification {
+                            state: LinkState::Failed,
+                            result: "error",
+                            error: Some(&reason),
+                            trust_policy_audit: None,
+                        };
+                        xrole_store::links::record_verification(conn, org, link, &tested, &v, now)?;
+                    }
                 }
                 Ok(())
             })
@@ -414,7 +503,7 @@ async fn run_claimed(
         }
     };
     if let Err(e) = result {
-        tracing::warn!(job = %job_id, error = %e.message, "cannot record the job's outcome");
+        tracing::warn!(job = %job_id, error = %e, "cannot record the job's outcome");
     }
 }
 
@@ -555,60 +644,146 @@ async fn verify(
     let payload: VerifyPayload = serde_json::from_value(job.payload.clone())
         .map_err(|e| JobError::permanent(e.to_string()))?;
     let a = access(state, org, link_id).await?;
-    audit_assume(
-        state,
-        org,
-        &payload.actor,
-        link_id,
-        job.id,
-        "verify",
-        xrole_assume::VERIFY_SESSION_NAME,
-        &a.role,
-    )
-    .await?;
-    let outcome = aws
-        .broker
-        .verify_link(&a.role, &a.external_id, &a.account)
+    // What this job was queued to test (older rows: the link as it is).
+    let generation = payload.generation.unwrap_or(a.link.generation);
+    let tested_role = payload
+        .role_arn
+        .clone()
+        .unwrap_or_else(|| a.role.as_str().to_owned());
+    let outcome = if generation == a.link.generation && tested_role == a.role.as_str() {
+        audit_assume(
+            state,
+            org,
+            &payload.actor,
+            link_id,
+            job.id,
+            "verify",
+            xrole_assume::VERIFY_SESSION_NAME,
+            &a.role,
+        )
         .await?;
-    let v = interpret(&outcome, &a.role, &a.account);
+        let options = VerifyOptions::new()
+            .trusted_principal(aws.saas_principal_arn.clone())
+            .wait_for_propagation(false);
+        let outcome = aws
+            .broker
+            .verify_link_with(&a.role, &a.external_id, &a.account, &options)
+            .await?;
+        Some(propagation_wait(state, aws, job, &a.role, outcome)?)
+    } else {
+        // The link changed since: this job's result could only be stale.
+        None
+    };
+    let v = outcome.as_ref().map(|o| interpret(o, &a.role, &a.account));
     let now = state.now_ms();
     let lease = lease.clone();
     let actor = payload.actor;
     db(state, move |conn| {
         xrole_store::write_transaction(conn, |conn| {
-            let current = xrole_store::links::get(conn, org, link_id)?;
-            // A Delete callback or a disconnect while verifying wins.
-            let applied = current.state == LinkState::Verifying;
-            if applied {
-                let rec = xrole_store::links::Verification {
-                    state: v.state,
-                    result: v.result,
-                    error: v.reason.as_deref(),
-                };
-                xrole_store::links::record_verification(conn, org, link_id, &rec, now)?;
+            let tested = xrole_store::links::Tested {
+                generation,
+                role_arn: &tested_role,
+            };
+            let applied = match &v {
+                Some(v) => {
+                    let rec = xrole_store::links::Verification {
+                        state: v.state,
+                        result: v.result,
+                        error: v.reason.as_deref(),
+                        trust_policy_audit: v.trust_policy_audit,
+                    };
+                    xrole_store::links::record_verification(conn, org, link_id, &tested, &rec, now)?
+                }
+                None => None,
+            };
+            let target = Some(format!("aws_account:{link_id}"));
+            let mut details = serde_json::json!({
+                "job_id": job_id_string(&lease),
+                "role_arn": tested_role,
+                "generation": generation,
+                "state": v.as_ref().map(|v| v.state.as_str()),
+                "result": v.as_ref().map(|v| v.result),
+                "trust_policy_audit": v.as_ref().and_then(|v| v.trust_policy_audit),
+            });
+            if let Some(link) = &applied {
+                audit(conn, org, &actor, "aws_account.verified", target, details, now)?;
+                let result = serde_json::json!({
+                    "state": link.state.as_str(),
+                    "result": v.as_ref().map(|v| v.result),
+                    "reason": v.as_ref().and_then(|v| v.reason.clone()),
+                    "trust_policy_audit": v.as_ref().and_then(|v| v.trust_policy_audit),
+                    "applied": true,
+                });
+                xrole_store::jobs::complete(conn, &lease, &result, now)?;
+            } else {
+                // Kept in the audit trail, applied nowhere: the role or the
+                // External ID changed (or the stack went) while it ran.
+                let current = xrole_store::links::get(conn, org, link_id)?;
+                details["current_generation"] = serde_json::json!(current.generation);
                 audit(
                     conn,
                     org,
                     &actor,
-                    "aws_account.verified",
-                    Some(format!("aws_account:{link_id}")),
-                    serde_json::json!({"state": v.state.as_str(), "result": v.result}),
+                    "aws_account.verification_discarded",
+                    target,
+                    details,
                     now,
                 )?;
+                let result = serde_json::json!({
+                    "state": current.state.as_str(),
+                    "result": v.as_ref().map(|v| v.result),
+                    "reason": "the link changed while this verification ran; its result applies to nothing",
+                    "applied": false,
+                });
+                xrole_store::jobs::complete(conn, &lease, &result, now)?;
             }
-            let result = serde_json::json!({
-                "state": if applied { v.state.as_str() } else { current.state.as_str() },
-                "result": v.result,
-                "reason": v.reason,
-                "applied": applied,
-            });
-            xrole_store::jobs::complete(conn, &lease, &result, now)?;
             Ok::<_, JobError>(())
         })
     })
-    .await?;
-    let _ = a.link;
-    Ok(())
+    .await
+}
+
+fn job_id_string(lease: &Lease) -> String {
+    lease.job_id().to_string()
+}
+
+/// AccessDenied with the link's External ID right after a role was made:
+/// IAM may still be propagating. The job waits (queued again, no worker
+/// held) until the propagation window since its first run has passed; then
+/// the role is not assumable.
+fn propagation_wait(
+    state: &AppState,
+    aws: &AwsRuntime,
+    job: &Job,
+    role: &RoleArn,
+    outcome: VerifyOutcome,
+) -> Result<VerifyOutcome, JobError> {
+    let VerifyOutcome::NotAssumable(xrole_assume::Error::AccessDenied { message, .. }) = &outcome
+    else {
+        return Ok(outcome);
+    };
+    let now = state.now_ms();
+    let since = job.started_ms.unwrap_or(now);
+    let waited = Duration::from_millis(u64::try_from(now - since).unwrap_or(0));
+    let window = aws.settings.propagation_window;
+    if waited < window {
+        // Roughly doubling checks, 1 s to 15 s apart, never past the window.
+        let after = (waited / 2)
+            .clamp(Duration::from_secs(1), Duration::from_secs(15))
+            .min(window - waited + Duration::from_millis(10));
+        return Err(JobError::wait(
+            "the role is not assumable with the External ID yet (IAM propagation)",
+            after,
+        ));
+    }
+    Ok(VerifyOutcome::NotAssumable(
+        xrole_assume::Error::NotAssumable {
+            role: role.clone(),
+            attempts: u32::try_from(job.attempts).unwrap_or(1).max(1),
+            waited,
+            message: message.clone(),
+        },
+    ))
 }
 
 fn tags_for(org: OrgId, link: LinkId, job: JobId, step: &str) -> BTreeMap<String, String> {
@@ -669,12 +844,31 @@ async fn customer_session(
     region: &str,
 ) -> Result<aws_config::SdkConfig, JobError> {
     let a = access(state, org, link).await?;
-    // `verifying` too: an Update callback re-verifies a role already trusted.
-    if !matches!(a.link.state, LinkState::Active | LinkState::Verifying) {
-        return Err(JobError::permanent(format!(
-            "the AWS account link is {}, not active",
-            a.link.state
-        )));
+    match a.link.state {
+        LinkState::Active => {}
+        // The role changed (or its stack reported) and is being verified:
+        // no session until that exact role has passed. Wait, bounded.
+        LinkState::Verifying => {
+            let now = state.now_ms();
+            let since = job.created_ms.max(a.link.updated_ms);
+            let waited = Duration::from_millis(u64::try_from(now - since).unwrap_or(0));
+            if waited >= aws.settings.session_wait {
+                return Err(JobError::permanent(format!(
+                    "the AWS account link's role has been verifying for {} s without passing; \
+                     check the link (GET /v1/aws-accounts/{link}) and retry",
+                    waited.as_secs()
+                )));
+            }
+            return Err(JobError::wait(
+                "the AWS account link's role is being verified",
+                Duration::from_secs(2),
+            ));
+        }
+        other => {
+            return Err(JobError::permanent(format!(
+                "the AWS account link is {other}, not active"
+            )));
+        }
     }
     if a.link.access_level != AccessLevel::Provisioning {
         return Err(JobError::permanent("the AWS account link is read-only"));

@@ -320,6 +320,21 @@ pub fn list(conn: &mut Conn, org: OrgId, page: &PageRequest) -> Result<Page<Job>
     )
 }
 
+/// The queued (not yet running) jobs of `kind` on link `link` of `org`,
+/// oldest first: what a new request of the same kind may join instead of
+/// queueing another.
+pub fn queued_for_link(conn: &mut Conn, org: OrgId, link: LinkId, kind: &str) -> Result<Vec<Job>> {
+    let rows: Vec<Row> = j::jobs
+        .filter(j::org_id.eq(org.to_string()))
+        .filter(j::link_id.eq(link.to_string()))
+        .filter(j::kind.eq(kind))
+        .filter(j::state.eq(JobState::Queued.as_str()))
+        .select(Row::as_select())
+        .order((j::created_ms.asc(), j::id.asc()))
+        .load(conn)?;
+    rows.into_iter().map(Job::try_from).collect()
+}
+
 /// Cancels a queued or running job of `org` (a running worker then gets
 /// [`Error::LeaseLost`] on its next call). A finished job stays as it is.
 pub fn cancel(conn: &mut Conn, org: OrgId, id: JobId, now_ms: i64) -> Result<Job> {
@@ -519,6 +534,35 @@ pub fn fail(
         return Err(Error::LeaseLost);
     }
     Ok(FailOutcome::Retrying { next_run_ms })
+}
+
+/// Puts a running job back in the queue until `run_after_ms` without
+/// spending an attempt: it is waiting on something outside itself (IAM
+/// propagation, a link being verified, a rate budget), not failing. `note`
+/// says what, for whoever reads the job meanwhile.
+pub fn defer(
+    conn: &mut Conn,
+    lease: &Lease,
+    run_after_ms: i64,
+    note: &str,
+    now_ms: i64,
+) -> Result<()> {
+    let n = diesel::update(leased!(lease))
+        .set((
+            j::state.eq(JobState::Queued.as_str()),
+            j::attempts.eq(j::attempts - 1),
+            j::error.eq(Some(note)),
+            j::run_after_ms.eq(run_after_ms),
+            j::lease_owner.eq(None::<String>),
+            j::lease_token.eq(None::<String>),
+            j::lease_expires_ms.eq(None::<i64>),
+            j::updated_ms.eq(now_ms),
+        ))
+        .execute(conn)?;
+    if n == 0 {
+        return Err(Error::LeaseLost);
+    }
+    Ok(())
 }
 
 /// Marks the job `failed` whatever attempts remain (a permanent error:

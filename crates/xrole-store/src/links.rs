@@ -62,6 +62,13 @@ pub struct Link {
     pub created_ms: i64,
     /// Last change, unix ms.
     pub updated_ms: i64,
+    /// Counts the changes to what a verification tests (role, External ID,
+    /// the stack's report): a result counts only for the generation it
+    /// tested ([`record_verification`]).
+    pub generation: i64,
+    /// Whether the last verification audited the trust policy (`audited`)
+    /// or could not read it (`not_readable`).
+    pub trust_policy_audit: Option<String>,
 }
 
 /// What [`create`] needs. The server generates both secrets
@@ -91,6 +98,9 @@ pub struct StackReport<'a> {
     pub stack_id: &'a str,
     /// The stack's region.
     pub region: &'a str,
+    /// A new expiry for the callback secret (unix ms): the first report
+    /// binds the link to its stack and starts the secret's bounded life.
+    pub callback_secret_expires_ms: Option<i64>,
 }
 
 /// Changes [`update`] applies; `None` leaves a field as it is.
@@ -128,6 +138,20 @@ pub struct Verification<'a> {
     pub result: &'a str,
     /// The error, when it failed.
     pub error: Option<&'a str>,
+    /// `audited` or `not_readable`, when the role was assumed.
+    pub trust_policy_audit: Option<&'a str>,
+}
+
+/// Why [`begin_verification`] is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyTrigger {
+    /// What a verification tests changed (a role set by hand, a stack's
+    /// Create or Update): the generation moves on, the link is `verifying`,
+    /// and no earlier result can apply any more.
+    Changed,
+    /// The same role checked again (on demand or on a schedule): an
+    /// `active` or `insecure` link keeps its state until the result.
+    Recheck,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -152,6 +176,8 @@ struct Row {
     last_error: Option<String>,
     created_ms: i64,
     updated_ms: i64,
+    generation: i64,
+    trust_policy_audit: Option<String>,
 }
 
 impl TryFrom<Row> for Link {
@@ -174,6 +200,8 @@ impl TryFrom<Row> for Link {
             last_error: r.last_error,
             created_ms: r.created_ms,
             updated_ms: r.updated_ms,
+            generation: r.generation,
+            trust_policy_audit: r.trust_policy_audit,
         })
     }
 }
@@ -233,6 +261,8 @@ pub fn create(
         last_error: None,
         created_ms: now_ms,
         updated_ms: now_ms,
+        generation: 0,
+        trust_policy_audit: None,
     };
     diesel::insert_into(l::aws_account_links)
         .values(&row)
@@ -416,6 +446,60 @@ pub fn record_stack(
             l::updated_ms.eq(now_ms),
         ))
         .execute(conn)?;
+    if let Some(expires) = report.callback_secret_expires_ms {
+        diesel::update(one_link!(org, id))
+            .set(l::callback_secret_expires_ms.eq(expires))
+            .execute(conn)?;
+    }
+    updated(conn, n, org, id)
+}
+
+/// Starts a verification of a link of `org`: with [`VerifyTrigger::Changed`]
+/// the generation moves on and the link is `verifying` whatever it was;
+/// with [`VerifyTrigger::Recheck`] a `pending` or `failed` link becomes
+/// `verifying` and the others keep their state. Returns the link as it is
+/// now: its `generation` is the one the verification must test.
+pub fn begin_verification(
+    conn: &mut Conn,
+    org: OrgId,
+    id: LinkId,
+    trigger: VerifyTrigger,
+    now_ms: i64,
+) -> Result<Link> {
+    let n = match trigger {
+        VerifyTrigger::Changed => diesel::update(one_link!(org, id))
+            .set((
+                l::generation.eq(l::generation + 1),
+                l::state.eq(LinkState::Verifying.as_str()),
+                l::updated_ms.eq(now_ms),
+            ))
+            .execute(conn)?,
+        VerifyTrigger::Recheck => {
+            ensure_exists(conn, org, id)?;
+            diesel::update(one_link!(org, id).filter(
+                l::state.eq_any([LinkState::Pending.as_str(), LinkState::Failed.as_str()]),
+            ))
+            .set((
+                l::state.eq(LinkState::Verifying.as_str()),
+                l::updated_ms.eq(now_ms),
+            ))
+            .execute(conn)?;
+            1
+        }
+    };
+    updated(conn, n, org, id)
+}
+
+/// Disconnects a link of `org` (its stack was deleted): the generation
+/// moves on, so no verification still running can make it `active` again.
+pub fn disconnect(conn: &mut Conn, org: OrgId, id: LinkId, now_ms: i64) -> Result<Link> {
+    let n = diesel::update(one_link!(org, id))
+        .set((
+            l::generation.eq(l::generation + 1),
+            l::state.eq(LinkState::Disconnected.as_str()),
+            l::updated_ms.eq(now_ms),
+        ))
+        .execute(conn)?;
     updated(conn, n, org, id)
 }
 
@@ -433,24 +517,46 @@ pub fn set_state(
     updated(conn, n, org, id)
 }
 
-/// Records a verification's outcome and the state it leads to.
+/// What a verification tested: a result applies only to exactly this.
+#[derive(Debug, Clone, Copy)]
+pub struct Tested<'a> {
+    /// The link's generation when the verification started.
+    pub generation: i64,
+    /// The role it assumed.
+    pub role_arn: &'a str,
+}
+
+/// Records a verification's outcome and the state it leads to, if the link
+/// is still what the verification tested (same generation and role, not
+/// disconnected): `Ok(None)` when it is not, and nothing changed.
 pub fn record_verification(
     conn: &mut Conn,
     org: OrgId,
     id: LinkId,
+    tested: &Tested<'_>,
     v: &Verification<'_>,
     now_ms: i64,
-) -> Result<Link> {
-    let n = diesel::update(one_link!(org, id))
-        .set((
-            l::state.eq(v.state.as_str()),
-            l::last_verified_ms.eq(Some(now_ms)),
-            l::last_verification_result.eq(Some(v.result)),
-            l::last_error.eq(v.error),
-            l::updated_ms.eq(now_ms),
-        ))
-        .execute(conn)?;
-    updated(conn, n, org, id)
+) -> Result<Option<Link>> {
+    let n = diesel::update(
+        one_link!(org, id)
+            .filter(l::generation.eq(tested.generation))
+            .filter(l::role_arn.eq(tested.role_arn))
+            .filter(l::state.ne(LinkState::Disconnected.as_str())),
+    )
+    .set((
+        l::state.eq(v.state.as_str()),
+        l::last_verified_ms.eq(Some(now_ms)),
+        l::last_verification_result.eq(Some(v.result)),
+        l::last_error.eq(v.error),
+        l::trust_policy_audit.eq(v.trust_policy_audit),
+        l::updated_ms.eq(now_ms),
+    ))
+    .execute(conn)?;
+    if n == 0 {
+        ensure_exists(conn, org, id)?;
+        return Ok(None);
+    }
+    get(conn, org, id).map(Some)
 }
 
 /// Deletes a link of `org`. [`Error::InUse`]`("link")` while jobs or

@@ -61,6 +61,8 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_ms -> BigInt,
         updated_ms -> BigInt,
+        generation -> BigInt,
+        trust_policy_audit -> Nullable<Text>,
     }
 }
 

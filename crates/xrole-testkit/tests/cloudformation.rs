@@ -1158,10 +1158,17 @@ async fn role_stack_deploys_and_is_assumable_only_with_the_external_id() {
         .send()
         .await
         .unwrap();
+    let mut names = policies.policy_names().to_vec();
+    names.sort();
     assert_eq!(
-        policies.policy_names(),
-        ["xrole-read-only", "xrole-provisioning"]
+        names,
+        [
+            "xrole-provisioning",
+            "xrole-read-only",
+            "xrole-read-own-trust-policy"
+        ]
     );
+    assert_reads_only_itself(&iam, &stack.role_name, &stack.role_arn).await;
     let provisioning = iam
         .get_role_policy()
         .role_name(&stack.role_name)
@@ -1257,11 +1264,14 @@ async fn read_only_stack_has_no_provisioning_policy_and_keeps_the_boundary() {
         .send()
         .await
         .unwrap();
+    let mut names = policies.policy_names().to_vec();
+    names.sort();
     assert_eq!(
-        policies.policy_names(),
-        ["xrole-read-only"],
+        names,
+        ["xrole-read-only", "xrole-read-own-trust-policy"],
         "ReadOnly is the default"
     );
+    assert_reads_only_itself(&iam, &stack.role_name, &stack.role_arn).await;
     let read_only = iam
         .get_role_policy()
         .role_name(&stack.role_name)
@@ -1302,6 +1312,24 @@ async fn read_only_stack_has_no_provisioning_policy_and_keeps_the_boundary() {
     assert_eq!(
         assume(&aws, &stack.role_arn, Some(EXTERNAL_ID)).await,
         Ok(account)
+    );
+}
+
+/// The one IAM permission: `iam:GetRole` on the role itself, so xrole can
+/// audit its trust policy.
+async fn assert_reads_only_itself(iam: &aws_sdk_iam::Client, role_name: &str, role_arn: &str) {
+    let own = iam
+        .get_role_policy()
+        .role_name(role_name)
+        .policy_name("xrole-read-own-trust-policy")
+        .send()
+        .await
+        .unwrap();
+    let own = policy_json(own.policy_document());
+    assert_eq!(
+        own["Statement"],
+        json!([{"Sid": "ReadThisRoleOnly", "Effect": "Allow", "Action": "iam:GetRole",
+            "Resource": role_arn}])
     );
 }
 

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use xrole_assume::RoleArn;
 use xrole_crypto::{ExternalId, WebhookSecret};
 use xrole_provision::{AMAZON_LINUX_2023_X86_64, CidrBlock, EnvironmentPlan, Error as PlanError};
+use xrole_store::links::VerifyTrigger;
 use xrole_store::{AccessLevel, Conn, LinkId, LinkState, OrgId, ResourceId, ResourceState};
 
 use crate::audit::{self, RequestInfo};
@@ -68,8 +69,13 @@ pub struct LinkOut {
     pub last_verified_at: Option<String>,
     /// Its result: `verified`, `insecure`, `wrong_account`, `not_assumable`.
     pub last_verification_result: Option<String>,
-    /// What to do about a failed verification.
+    /// What to do about a failed verification (or, for a role verified
+    /// by probes only, what was not checked).
     pub last_error: Option<String>,
+    /// Whether the last verification read the role's trust policy and
+    /// audited it (`audited`), or could not (`not_readable`: a role made
+    /// without the template may not read itself; the probes alone decided).
+    pub trust_policy_audit: Option<String>,
     /// Until when the stack may first report (RFC 3339).
     pub expires_at: String,
     /// Creation time (RFC 3339).
@@ -95,6 +101,7 @@ impl LinkOut {
             last_verified_at: l.last_verified_ms.map(format_ms),
             last_verification_result: l.last_verification_result.clone(),
             last_error: l.last_error.clone(),
+            trust_policy_audit: l.trust_policy_audit.clone(),
             expires_at: format_ms(l.callback_secret_expires_ms),
             created_at: format_ms(l.created_ms),
             updated_at: format_ms(l.updated_ms),
@@ -220,55 +227,33 @@ fn parse_account(raw: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::invalid("aws_account_id", "must be 12 digits"))
 }
 
-/// Sets columns the store's link functions do not cover (the account learned
-/// later, a region asked for up front, a role linked by hand).
-pub fn update_link_columns(
-    conn: &mut Conn,
-    org: OrgId,
-    id: LinkId,
-    account: Option<&str>,
-    region: Option<&str>,
-    role_arn: Option<&str>,
-    now: i64,
-) -> Result<(), ApiError> {
-    use diesel::prelude::*;
-    use xrole_store::schema::aws_account_links::dsl as l;
-    macro_rules! target {
-        () => {
-            l::aws_account_links
-                .filter(l::org_id.eq(org.to_string()))
-                .filter(l::id.eq(id.to_string()))
-        };
-    }
-    if let Some(a) = account {
-        diesel::update(target!())
-            .set((l::aws_account_id.eq(a), l::updated_ms.eq(now)))
-            .execute(conn)?;
-    }
-    if let Some(r) = region {
-        diesel::update(target!())
-            .set((l::region.eq(Some(r)), l::updated_ms.eq(now)))
-            .execute(conn)?;
-    }
-    if let Some(r) = role_arn {
-        diesel::update(target!())
-            .set((l::role_arn.eq(Some(r)), l::updated_ms.eq(now)))
-            .execute(conn)?;
-    }
-    Ok(())
-}
-
-/// Queues a verification of `link` (state `verifying`).
+/// Starts a verification of `link`: with [`VerifyTrigger::Changed`] (a new
+/// role, a stack's report) the link is `verifying` and no earlier result
+/// applies any more; with [`VerifyTrigger::Recheck`] the same role is
+/// checked again. One verification waits per link: a queued one for the
+/// same generation is returned instead of a new one, and queued ones for an
+/// older generation are cancelled (their result could only be stale).
 pub fn start_verification(
     conn: &mut Conn,
     org: OrgId,
     link: LinkId,
     actor: &str,
+    trigger: VerifyTrigger,
     now: i64,
 ) -> Result<xrole_store::jobs::Job, ApiError> {
-    xrole_store::links::set_state(conn, org, link, LinkState::Verifying, now)?;
+    let l = xrole_store::links::begin_verification(conn, org, link, trigger, now)?;
+    let role_arn = l.role_arn.clone();
+    for queued in xrole_store::jobs::queued_for_link(conn, org, link, worker::KIND_VERIFY)? {
+        let p: VerifyPayload = serde_json::from_value(queued.payload.clone()).unwrap_or_default();
+        if p.generation == Some(l.generation) && p.role_arn == role_arn {
+            return Ok(queued);
+        }
+        xrole_store::jobs::cancel(conn, org, queued.id, now)?;
+    }
     let payload = serde_json::to_value(VerifyPayload {
         actor: actor.to_owned(),
+        generation: Some(l.generation),
+        role_arn,
     })
     .map_err(ApiError::internal)?;
     Ok(xrole_store::jobs::enqueue(
@@ -344,8 +329,16 @@ pub async fn create(
                     callback_secret_expires_ms: expires,
                 };
                 let link = xrole_store::links::create(conn, &st.keyring, org, &new, now)?;
-                update_link_columns(conn, org, link.id, None, region.as_deref(), None, now)?;
-                let link = xrole_store::links::get(conn, org, link.id)?;
+                let link = xrole_store::links::update(
+                    conn,
+                    org,
+                    link.id,
+                    &xrole_store::links::LinkChanges {
+                        region: region.as_deref(),
+                        ..Default::default()
+                    },
+                    now,
+                )?;
                 audit::record(
                     conn,
                     org,
@@ -547,17 +540,19 @@ pub async fn set_role(
                 }
             })?;
             let account = role.account_id();
-            update_link_columns(
+            xrole_store::links::update(
                 conn,
                 org,
                 id,
-                Some(account.as_str()),
-                None,
-                Some(role.as_str()),
+                &xrole_store::links::LinkChanges {
+                    aws_account_id: Some(account.as_str()),
+                    role_arn: Some(role.as_str()),
+                    ..Default::default()
+                },
                 now,
             )?;
             let actor = principal.actor().as_string();
-            let job = start_verification(conn, org, id, &actor, now)?;
+            let job = start_verification(conn, org, id, &actor, VerifyTrigger::Changed, now)?;
             audit::record(
                 conn,
                 org,
@@ -606,7 +601,14 @@ pub async fn verify(
                     detail: "the link is disconnected".into(),
                 });
             }
-            let job = start_verification(conn, org, id, &principal.actor().as_string(), now)?;
+            let job = start_verification(
+                conn,
+                org,
+                id,
+                &principal.actor().as_string(),
+                VerifyTrigger::Recheck,
+                now,
+            )?;
             audit::record(
                 conn,
                 org,

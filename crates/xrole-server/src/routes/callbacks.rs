@@ -3,8 +3,9 @@
 //! never proof: a Create or Update starts a verification through the broker.
 //!
 //! Anything wrong (signature, timestamp outside ±300 s, an expired secret, a
-//! role in another account than the link's) answers 4xx and changes
-//! nothing; a `webhook-id` seen before answers 200 and changes nothing.
+//! role in another account than the link's, an event from another stack
+//! than the one the first Create bound) answers 4xx and changes nothing; a
+//! `webhook-id` seen before answers 200 and changes nothing.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -15,8 +16,9 @@ use xrole_store::{LinkId, LinkState};
 use crate::body::read_json;
 use crate::error::{ApiError, Problem};
 use crate::link_flow;
-use crate::routes::aws_accounts::{aws_runtime, start_verification, update_link_columns};
+use crate::routes::aws_accounts::{aws_runtime, start_verification};
 use crate::state::AppState;
+use xrole_store::links::VerifyTrigger;
 
 /// The callback's body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -101,7 +103,7 @@ pub async fn cloudformation(
             "webhook-id too long",
         ));
     }
-    aws_runtime(&state)?;
+    let aws = aws_runtime(&state)?;
     let input = body.value;
     let link_id: LinkId = input.link_id.parse().map_err(|_| unauthorized())?;
     let raw = body.raw;
@@ -141,13 +143,47 @@ pub async fn cloudformation(
             "must be Create, Update or Delete",
         ));
     }
-    // A link no stack reported to within 48 h expires; its secret then only
-    // serves the stack that did report (Update, Delete).
-    if link.stack_id.is_none() && now > link.callback_secret_expires_ms {
-        return Err(ApiError::Conflict {
-            code: "link_expired",
-            detail: "this link expired; create a new one in xrole".into(),
-        });
+    // The first Create binds the link to its stack; from then on every
+    // event must come from that stack, and the secret serves it for a
+    // bounded time (it is not rotated: see docs/security.md).
+    match &link.stack_id {
+        None if now > link.callback_secret_expires_ms => {
+            return Err(ApiError::Conflict {
+                code: "link_expired",
+                detail: "this link expired; create a new one in xrole".into(),
+            });
+        }
+        None if event != "Create" => {
+            return Err(ApiError::Conflict {
+                code: "stack_not_bound",
+                detail: "no stack has reported Create for this link yet; an Update or Delete \
+                         must come from the stack that did"
+                    .into(),
+            });
+        }
+        None => {}
+        Some(_) if now > link.callback_secret_expires_ms => {
+            return Err(ApiError::Conflict {
+                code: "callback_secret_expired",
+                detail: "this link's callback secret has expired, so its stack's events are no \
+                         longer accepted; verify the link from the API (POST \
+                         /v1/aws-accounts/{id}/verify), or set its role with PUT …/role"
+                    .into(),
+            });
+        }
+        Some(bound) if *bound != input.stack_id => {
+            return Err(ApiError::Conflict {
+                code: "stack_mismatch",
+                detail: if event == "Create" {
+                    "this link is already bound to another CloudFormation stack; a second stack \
+                     cannot take it over: create a new link in xrole for it"
+                        .into()
+                } else {
+                    "this link belongs to another CloudFormation stack".into()
+                },
+            });
+        }
+        Some(_) => {}
     }
     let role = RoleArn::parse(&input.role_arn)
         .map_err(|_| ApiError::invalid("role_arn", "not an IAM role ARN"))?;
@@ -161,17 +197,9 @@ pub async fn cloudformation(
         code: "account_mismatch",
         detail: m,
     })?;
-    if let Some(stack) = &link.stack_id
-        && event != "Create"
-        && *stack != input.stack_id
-    {
-        {
-            return Err(ApiError::Conflict {
-                code: "stack_mismatch",
-                detail: "this link belongs to another stack".into(),
-            });
-        }
-    }
+    let secret_ttl_ms =
+        i64::try_from(aws.settings.callback_secret_ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let binds = link.stack_id.is_none();
     let region = crate::routes::aws_accounts::parse_region(&input.region, "region")?;
     let is_delete = event == "Delete";
 
@@ -188,26 +216,29 @@ pub async fn cloudformation(
                 role_arn: role.as_str(),
                 stack_id: &input.stack_id,
                 region: &region,
+                callback_secret_expires_ms: binds.then(|| now.saturating_add(secret_ttl_ms)),
             };
             let mut details = serde_json::json!({
                 "event": input.event, "role_arn": role.as_str(), "account_id": input.account_id,
                 "stack_id": input.stack_id, "region": region, "webhook_id": msg_id,
             });
             let new_state = if is_delete {
-                xrole_store::links::set_state(conn, org, link_id, LinkState::Disconnected, now)?;
+                xrole_store::links::disconnect(conn, org, link_id, now)?;
                 LinkState::Disconnected
             } else {
                 xrole_store::links::record_stack(conn, org, link_id, &report, now)?;
-                update_link_columns(
+                xrole_store::links::update(
                     conn,
                     org,
                     link_id,
-                    Some(role.account_id().as_str()),
-                    None,
-                    None,
+                    &xrole_store::links::LinkChanges {
+                        aws_account_id: Some(role.account_id().as_str()),
+                        ..Default::default()
+                    },
                     now,
                 )?;
-                let job = start_verification(conn, org, link_id, ACTOR, now)?;
+                let job =
+                    start_verification(conn, org, link_id, ACTOR, VerifyTrigger::Changed, now)?;
                 details["job_id"] = serde_json::json!(job.id.to_string());
                 LinkState::Verifying
             };

@@ -195,3 +195,128 @@ async fn an_expired_link_refuses_its_first_report() {
         "learned nothing from a refused callback"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_create_binds_the_stack_and_the_secret_expires() {
+    use diesel::prelude::*;
+    let aws = Aws::start().await.unwrap();
+    for db in TestDb::all().unwrap() {
+        let customer = aws.customer().await.unwrap();
+        let app = spawn_flow_app(db, &aws, 0).await;
+        let org = app.create_org("Acme").await;
+        let created = app
+            .create_link(&org, Some(customer.account_id()), "provisioning")
+            .await;
+        let link_id = created["id"].as_str().unwrap().to_owned();
+        let secret = created["onboarding"]["parameters"]["CallbackSecret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let account = customer.account_id();
+        let role = format!("arn:aws:iam::{account}:role/xrole-abc");
+        let stack = |n: u32| {
+            format!(
+                "arn:aws:cloudformation:us-east-1:{account}:stack/xrole-{n}/5c1e2a60-2f6e-11ef-9a4b-0a1b2c3d4e5{n}"
+            )
+        };
+        let cb = |id: &str, event: &str, stack_id: &str| Callback {
+            id: id.to_owned(),
+            timestamp: now_secs(),
+            body: serde_json::json!({"link_id": link_id, "event": event, "role_arn": role,
+                "account_id": account, "stack_id": stack_id, "region": "us-east-1"})
+            .to_string()
+            .into_bytes(),
+        };
+        let code = |v: &Value| v["code"].as_str().unwrap_or_default().to_owned();
+
+        // Before any Create, an Update or Delete has no stack to come from.
+        for event in ["Update", "Delete"] {
+            let res = app
+                .send_callback(
+                    &secret,
+                    &cb(&format!("msg_early_{event}"), event, &stack(1)),
+                )
+                .await;
+            assert_eq!(res.status(), StatusCode::CONFLICT);
+            assert_eq!(code(&res.json().await.unwrap()), "stack_not_bound");
+        }
+        // The first Create binds stack 1 and starts the secret's bounded life.
+        let res = app
+            .send_callback(&secret, &cb("msg_create_1", "Create", &stack(1)))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let link = app
+            .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
+            .await;
+        assert_eq!(link["stack_id"], stack(1));
+        assert_eq!(link["state"], "verifying");
+        let expires = link["expires_at"].as_str().unwrap().to_owned();
+        // A second stack's Create (a leaked secret, a copied quick-create
+        // link) cannot take the link over; nor its Update or Delete.
+        for (n, event) in ["Create", "Update", "Delete"].into_iter().enumerate() {
+            let res = app
+                .send_callback(&secret, &cb(&format!("msg_other_{n}"), event, &stack(2)))
+                .await;
+            assert_eq!(res.status(), StatusCode::CONFLICT, "{event}");
+            let v: Value = res.json().await.unwrap();
+            assert_eq!(code(&v), "stack_mismatch", "{event}: {v}");
+            if event == "Create" {
+                assert!(
+                    v["detail"].as_str().unwrap().contains("create a new link"),
+                    "{v}"
+                );
+            }
+        }
+        let link = app
+            .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
+            .await;
+        assert_eq!(link["stack_id"], stack(1));
+        assert_eq!(link["state"], "verifying");
+        // The bound stack's Update is accepted (and does not extend the secret).
+        let res = app
+            .send_callback(&secret, &cb("msg_update_1", "Update", &stack(1)))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let link = app
+            .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
+            .await;
+        assert_eq!(link["expires_at"], expires.as_str());
+
+        // The secret's life runs out (a week by default): even the bound
+        // stack's events are refused from then on.
+        {
+            use xrole_store::schema::aws_account_links::dsl as l;
+            let mut conn = app.state.pool.get().unwrap();
+            diesel::update(l::aws_account_links.filter(l::id.eq(&link_id)))
+                .set(l::callback_secret_expires_ms.eq(1_000))
+                .execute(&mut conn)
+                .unwrap();
+        }
+        let res = app
+            .send_callback(&secret, &cb("msg_late_delete", "Delete", &stack(1)))
+            .await;
+        assert_eq!(res.status(), StatusCode::CONFLICT);
+        assert_eq!(code(&res.json().await.unwrap()), "callback_secret_expired");
+        let link = app
+            .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
+            .await;
+        assert_eq!(link["state"], "verifying");
+        {
+            use xrole_store::schema::aws_account_links::dsl as l;
+            let mut conn = app.state.pool.get().unwrap();
+            diesel::update(l::aws_account_links.filter(l::id.eq(&link_id)))
+                .set(l::callback_secret_expires_ms.eq(i64::MAX / 2))
+                .execute(&mut conn)
+                .unwrap();
+        }
+        // Delete from the bound stack disconnects.
+        let res = app
+            .send_callback(&secret, &cb("msg_delete_1", "Delete", &stack(1)))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let link = app
+            .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
+            .await;
+        assert_eq!(link["state"], "disconnected");
+    }
+}

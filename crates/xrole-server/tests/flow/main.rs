@@ -5,6 +5,7 @@
 mod support;
 
 mod callbacks;
+mod hostile;
 mod leases;
 mod links;
 mod whole_flow;

@@ -5,7 +5,7 @@ use serde_json::json;
 use xrole_crypto::{ApiKey, ExternalId, Keyring, WebhookSecret};
 use xrole_store::idempotency::{Begin, IDEMPOTENCY_TTL_MS, IdempotencyScope, StoredResponse};
 use xrole_store::jobs::{FailOutcome, NewJob, RetryPolicy};
-use xrole_store::links::{NewLink, StackReport, Verification};
+use xrole_store::links::{NewLink, StackReport, Tested, Verification, VerifyTrigger};
 use xrole_store::resources::NewResource;
 use xrole_store::users::{NewUser, UserChanges};
 use xrole_store::{
@@ -267,23 +267,28 @@ fn links_crud_and_sealed_columns() {
             role_arn: "arn:aws:iam::111122223333:role/xrole",
             stack_id: "arn:aws:cloudformation:eu-west-1:111122223333:stack/x/1",
             region: "eu-west-1",
+            callback_secret_expires_ms: Some(T0 + 1000),
         };
         let l = links::record_stack(conn, org, id, &report, T0 + 1)?;
         assert_eq!(l.role_arn.as_deref(), Some(report.role_arn));
         assert_eq!(l.last_callback_ms, Some(T0 + 1));
-        assert_eq!(
-            links::set_state(conn, org, id, LinkState::Verifying, T0 + 2)?.state,
-            LinkState::Verifying
-        );
+        assert_eq!(l.callback_secret_expires_ms, T0 + 1000);
+        let l = links::begin_verification(conn, org, id, VerifyTrigger::Changed, T0 + 2)?;
+        assert_eq!((l.state, l.generation), (LinkState::Verifying, 1));
         let v = Verification {
             state: LinkState::Active,
             result: "external id required",
             error: None,
+            trust_policy_audit: Some("audited"),
         };
-        let l = links::record_verification(conn, org, id, &v, T0 + 3)?;
+        let tested = links::Tested {
+            generation: 1,
+            role_arn: report.role_arn,
+        };
+        let l = links::record_verification(conn, org, id, &tested, &v, T0 + 3)?.unwrap();
         assert_eq!(
-            (l.state, l.last_verified_ms),
-            (LinkState::Active, Some(T0 + 3))
+            (l.state, l.last_verified_ms, l.trust_policy_audit.as_deref()),
+            (LinkState::Active, Some(T0 + 3), Some("audited"))
         );
         assert_eq!(
             links::rename(conn, org, id, "production", T0 + 4)?.name,
@@ -1164,6 +1169,133 @@ fn deleting_an_organization_removes_its_tenant_data() {
         assert_eq!(idempotency::count(conn, org)?, 0);
         // The other organization keeps its link.
         assert_eq!(links::get(conn, stays, other_link)?.name, "other");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_verification_applies_only_to_the_generation_and_role_it_tested() {
+    each_backend(|_, conn| {
+        let org = org(conn, "acme");
+        let keyring = Keyring::generate()?;
+        let (id, _, _) = new_link(conn, &keyring, org, "prod");
+        let first = "arn:aws:iam::111122223333:role/first";
+        let second = "arn:aws:iam::111122223333:role/second";
+        let set_role = |conn: &mut Conn, role: &str, at: i64| {
+            links::update(
+                conn,
+                org,
+                id,
+                &links::LinkChanges {
+                    role_arn: Some(role),
+                    ..Default::default()
+                },
+                at,
+            )?;
+            links::begin_verification(conn, org, id, VerifyTrigger::Changed, at)
+        };
+        let active = Verification {
+            state: LinkState::Active,
+            result: "verified",
+            error: None,
+            trust_policy_audit: Some("audited"),
+        };
+        let insecure = Verification {
+            state: LinkState::Insecure,
+            result: "insecure",
+            error: Some("accepts any External ID"),
+            trust_policy_audit: Some("audited"),
+        };
+        // A verification of the first role starts; the role changes meanwhile.
+        let g1 = set_role(conn, first, T0)?.generation;
+        let l = set_role(conn, second, T0 + 1)?;
+        assert_eq!((l.generation, l.state), (g1 + 1, LinkState::Verifying));
+        // The first role's result finds another role: ignored.
+        let stale = Tested {
+            generation: g1,
+            role_arn: first,
+        };
+        assert!(links::record_verification(conn, org, id, &stale, &active, T0 + 2)?.is_none());
+        // Same role ARN, older generation (an Update callback re-reported
+        // it): ignored too.
+        let stale_same_role = Tested {
+            generation: g1,
+            role_arn: second,
+        };
+        assert!(
+            links::record_verification(conn, org, id, &stale_same_role, &active, T0 + 2)?.is_none()
+        );
+        assert_eq!(links::get(conn, org, id)?.state, LinkState::Verifying);
+        // The current generation's finding applies, whatever the state.
+        let current = Tested {
+            generation: g1 + 1,
+            role_arn: second,
+        };
+        let l = links::record_verification(conn, org, id, &current, &insecure, T0 + 3)?.unwrap();
+        assert_eq!(l.state, LinkState::Insecure);
+        // A recheck keeps `insecure` (no session) until its own result.
+        let l = links::begin_verification(conn, org, id, VerifyTrigger::Recheck, T0 + 4)?;
+        assert_eq!((l.state, l.generation), (LinkState::Insecure, g1 + 1));
+        // A disconnected link stays disconnected: a late result cannot revive it.
+        let l = links::disconnect(conn, org, id, T0 + 5)?;
+        assert_eq!((l.state, l.generation), (LinkState::Disconnected, g1 + 2));
+        let after = Tested {
+            generation: g1 + 2,
+            role_arn: second,
+        };
+        assert!(links::record_verification(conn, org, id, &after, &active, T0 + 6)?.is_none());
+        assert_eq!(links::get(conn, org, id)?.state, LinkState::Disconnected);
+        // A recheck of a failed link makes it `verifying`.
+        links::set_state(conn, org, id, LinkState::Failed, T0 + 7)?;
+        let l = links::begin_verification(conn, org, id, VerifyTrigger::Recheck, T0 + 8)?;
+        assert_eq!((l.state, l.generation), (LinkState::Verifying, g1 + 2));
+        Ok(())
+    });
+}
+
+#[test]
+fn a_deferred_job_waits_without_spending_an_attempt() {
+    each_backend(|_, conn| {
+        let org = org(conn, "acme");
+        let keyring = Keyring::generate()?;
+        let (link, _, _) = new_link(conn, &keyring, org, "prod");
+        let job = jobs::enqueue(
+            conn,
+            org,
+            &NewJob {
+                link: Some(link),
+                kind: "provision",
+                payload: &json!({}),
+                max_attempts: 1,
+            },
+            T0,
+        )?;
+        // Three waits on a job with a single attempt: none of them spends it.
+        for round in 0..3 {
+            let at = T0 + round * 1_000;
+            let c = jobs::claim(conn, "w", 30_000, at)?.unwrap();
+            assert_eq!((c.job.id, c.job.attempts), (job.id, 1));
+            jobs::defer(conn, &c.lease, at + 500, "waiting: link verifying", at)?;
+            let j = jobs::get(conn, org, job.id)?;
+            assert_eq!(
+                (j.state, j.attempts, j.run_after_ms, j.error.as_deref()),
+                (
+                    JobState::Queued,
+                    0,
+                    at + 500,
+                    Some("waiting: link verifying")
+                )
+            );
+            assert!(jobs::claim(conn, "w", 30_000, at + 499)?.is_none());
+            // The old lease is spent.
+            assert!(matches!(
+                jobs::defer(conn, &c.lease, at, "again", at),
+                Err(Error::LeaseLost)
+            ));
+        }
+        let c = jobs::claim(conn, "w", 30_000, T0 + 5_000)?.unwrap();
+        jobs::complete(conn, &c.lease, &json!({}), T0 + 5_001)?;
+        assert_eq!(jobs::get(conn, org, job.id)?.state, JobState::Succeeded);
         Ok(())
     });
 }

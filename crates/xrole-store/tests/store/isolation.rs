@@ -178,6 +178,7 @@ fn org_b_never_reads_or_changes_org_a_rows() {
                 role_arn: "arn:aws:iam::999999999999:role/x",
                 stack_id: "s",
                 region: "r",
+                callback_secret_expires_ms: None,
             },
             T0 + 1,
         ));
@@ -192,13 +193,33 @@ fn org_b_never_reads_or_changes_org_a_rows() {
             conn,
             b,
             link,
+            &links::Tested {
+                generation: 0,
+                role_arn: "arn:aws:iam::999999999999:role/x",
+            },
             &Verification {
                 state: LinkState::Active,
                 result: "forged",
                 error: None,
+                trust_policy_audit: None,
             },
             T0 + 1,
         ));
+        not_found(links::begin_verification(
+            conn,
+            b,
+            link,
+            links::VerifyTrigger::Changed,
+            T0 + 1,
+        ));
+        not_found(links::begin_verification(
+            conn,
+            b,
+            link,
+            links::VerifyTrigger::Recheck,
+            T0 + 1,
+        ));
+        not_found(links::disconnect(conn, b, link, T0 + 1));
         not_found(links::delete(conn, b, link));
         assert!(links::list(conn, b, &page)?.items.is_empty());
         assert_eq!(links::org_of_link(conn, link)?, Some(a));

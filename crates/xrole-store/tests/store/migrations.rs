@@ -16,7 +16,7 @@ fn migrations_up_down_up() {
         orgs::create(conn, "before", T0)?;
 
         let reverted = revert_all_migrations(conn)?;
-        assert_eq!(reverted.len(), 1, "{reverted:?}");
+        assert_eq!(reverted.len(), 2, "{reverted:?}");
         assert!(has_pending_migrations(conn)?);
         for table in [
             "organizations",
@@ -38,7 +38,8 @@ fn migrations_up_down_up() {
             );
         }
 
-        let applied = run_migrations(conn)?;
+        let mut applied = run_migrations(conn)?;
+        applied.reverse(); // reverted newest first, applied oldest first
         assert_eq!(applied, reverted);
         assert!(orgs::list(conn, &Default::default())?.items.is_empty());
         orgs::create(conn, "after", T0)?;
