@@ -427,6 +427,13 @@ fn render(s: &Status) -> String {
                 (Some(r), None) => esc(r),
                 _ => "<span class=\"muted\">not yet</span>".to_owned(),
             };
+            if let Some(audit) = &l.trust_policy_audit {
+                let _ = write!(
+                    check,
+                    "<br><span class=\"muted\">trust policy: {}</span>",
+                    esc(audit)
+                );
+            }
             if let Some(e) = &l.last_error {
                 let _ = write!(check, "<br><span class=\"error\">{}</span>", esc(e));
             }
