@@ -60,13 +60,17 @@ pub fn imds_allowed(dev: bool, env: impl Fn(&str) -> Option<String>) -> Result<b
 pub async fn start(imds: bool) -> AwsSide {
     let settings = match AwsSettings::from_env() {
         Ok(s) => s,
-        Err(e) => return AwsSide::Unavailable(format!("{e}: AWS account routes answer 503")),
+        Err(e) => {
+            return AwsSide::Unavailable(format!(
+                "AWS side disabled: {e}; AWS account routes answer 503 and no job runs"
+            ));
+        }
     };
     if imds {
         return match AwsRuntime::from_environment().await {
             Ok(aws) => AwsSide::Ready(aws),
             Err(e) => AwsSide::Unavailable(one_line(&format!(
-                "{e}: AWS account routes answer 503 and no job runs"
+                "AWS side disabled: {e}; AWS account routes answer 503 and no job runs"
             ))),
         };
     }
@@ -104,7 +108,7 @@ pub async fn start(imds: bool) -> AwsSide {
             ),
         ),
         Err(e) => AwsSide::Unavailable(one_line(&format!(
-            "{e}: AWS account routes answer 503 and no job runs"
+            "AWS side disabled: {e}; AWS account routes answer 503 and no job runs"
         ))),
     }
 }
