@@ -3,6 +3,14 @@
 Each shell command (a line of a fenced ```sh block, or an inline code span
 that starts like a command) must be one of:
 
+- run here, exactly as written: the README's quick start, the blocks marked
+  `<!-- check-docs: quickstart -->`, in order, from the repository's root as
+  on a fresh machine (no AWS credentials, a scratch database); a command
+  that starts the server (`… serve --dev`) runs in the background as the
+  "first terminal" and is stopped when the next one starts; then the check
+  reads what a newcomer would see: one calm line about AWS credentials and
+  no instance-metadata probing in the first server's log, the `whoami`
+  answer, the quick-create URL;
 - run here, exactly as written: the blocks of docs/operations.md marked
   `<!-- check-docs: NAME -->`, in a scratch directory with `xrole` on PATH,
   against a database that holds sealed values; each scenario then checks its
@@ -36,7 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md"] + sorted(
     os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md"))
 CI_FILES = [".ci/run", "scripts/test", "scripts/check-readme-run", "scripts/check-docs",
-            "scripts/bench"]
+            "scripts/bench", "scripts/openapi-check", "scripts/status-page-check"]
 
 # Narrower or longer forms of what CI runs: command -> (what CI runs, paths that must exist).
 SUBSETS = {
@@ -64,6 +72,8 @@ SUBSETS = {
 DEMO_BLOCKS = {"demo-create-stack": "scripts/demo.py"}
 # The operations runbook's marked blocks, run here.
 RUN_HERE = ("keyring", "rotate-one-box", "rotate-replicas")
+# The README's quick start, run here (see run_quickstart).
+QUICKSTART = "quickstart"
 # Run by hand: none at present (a command here needs a reason it cannot run in CI).
 MANUAL = {}
 # Inline code that names a program or mode in prose rather than a line to type.
@@ -272,6 +282,96 @@ def run_scenario(blocks, scenario, bin_dir):
         shutil.rmtree(work, ignore_errors=True)
 
 
+QUICKSTART_SHELL = r"""
+set -euo pipefail
+server_pid=
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM -- "-$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+  fi
+}
+trap stop_server EXIT
+start_server() {
+  stop_server
+  echo "==> server $1" >>"$QS_LOG"
+  # Its own process group, so that stopping it stops cargo and xrole.
+  setsid bash -c "$1" >>"$QS_LOG" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 900); do
+    curl -fsS http://127.0.0.1:8080/readyz >/dev/null 2>&1 && return 0
+    kill -0 "$server_pid" 2>/dev/null || { cat "$QS_LOG"; echo "the server exited"; return 1; }
+    sleep 1
+  done
+  cat "$QS_LOG"; echo "the server did not answer /readyz within 15 minutes"; return 1
+}
+"""
+
+
+def run_quickstart(commands):
+    """The README's quick start as a newcomer pastes it; returns what the
+    newcomer would read (the commands' output and the server log)."""
+    work = tempfile.mkdtemp(prefix="xrole-quickstart-")
+    log, out = os.path.join(work, "server.log"), os.path.join(work, "out.txt")
+    lines = [QUICKSTART_SHELL]
+    for cmd in commands:
+        lines.append(f"printf '%s\\n' {shell_quote('$ ' + cmd)}")
+        if re.search(r"\bserve --dev$", cmd):
+            lines.append(f"start_server {shell_quote(cmd)}")
+        else:
+            # In this shell (an `export` stays for the next commands); its
+            # output shown, and kept for the checks.
+            lines.append(f"{{ {cmd}\n}} >\"$QS_OUT.one\" 2>&1 && status=0 || status=$?")
+            lines.append('cat "$QS_OUT.one"; echo; cat "$QS_OUT.one" >>"$QS_OUT"; echo >>"$QS_OUT"')
+            lines.append('[ "$status" = 0 ] || exit "$status"')
+    # A fresh machine: no AWS credentials or profile, no xrole settings; a
+    # scratch database instead of ./xrole.db (the keyring is ./xrole-dev.keyring,
+    # which the commands share, as they would).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XROLE_", "AWS_"))}
+    env.update(XROLE_DATABASE_URL="sqlite://" + os.path.join(work, "xrole.db"),
+               AWS_CONFIG_FILE=os.path.join(work, "no-aws-config"),
+               AWS_SHARED_CREDENTIALS_FILE=os.path.join(work, "no-aws-credentials"),
+               QS_LOG=log, QS_OUT=out, NO_COLOR="1")
+    print("==> check-docs: README.md, the quick start", flush=True)
+    try:
+        r = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=ROOT, env=env)
+        server_log = open(log).read() if os.path.exists(log) else ""
+        output = open(out).read() if os.path.exists(out) else ""
+        if r.returncode != 0:
+            sys.stderr.write(server_log)
+            raise SystemExit("check-docs: the README's quick start failed")
+        return output, server_log
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def verify_quickstart(output, server_log):
+    starts = server_log.split("==> server ")[1:]
+    if len(starts) != 2:
+        raise SystemExit(f"check-docs: expected two server starts, saw {len(starts)}")
+    first = starts[0]
+    calm = [line for line in first.splitlines() if "no AWS credentials" in line]
+    problems = []
+    if len(calm) != 1 or "AWS account routes answer 503" not in calm[0] \
+            or "scripts/demo" not in calm[0]:
+        problems.append(f"the first start should say once that AWS credentials are missing: {calm}")
+    if re.search(r"imds|instance metadata|169\.254\.169\.254", first, re.I):
+        problems.append("the first start probed EC2 instance metadata")
+    whoami = re.search(r'\{"organization_id":"[0-9a-f-]{36}".*"role":"admin"\}', output)
+    if not whoami:
+        problems.append("GET /v1/whoami did not answer an admin of the new organization")
+    url = re.search(r"^https://console\.aws\.amazon\.com/cloudformation/home\?region=us-east-1"
+                    r"#/stacks/quickcreate\?\S*param_ExternalId=\S+$", output, re.M)
+    if not url or "arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fxrole-saas" not in url.group(0):
+        problems.append("the link's quick-create URL is not in the output")
+    if problems:
+        sys.stderr.write(server_log + "\n" + output)
+        raise SystemExit("check-docs: quick start: " + "; ".join(problems))
+    print("check-docs: quick start: a calm start without AWS, the first organization, "
+          "whoami, a link and its quick-create URL, as documented")
+
+
 def shell_quote(s):
     return "'" + s.replace("'", "'\\''") + "'"
 
@@ -290,6 +390,9 @@ def main():
     for name in RUN_HERE:
         if name not in blocks:
             raise SystemExit(f"check-docs: docs/operations.md has no block marked {name}")
+    if QUICKSTART not in blocks:
+        raise SystemExit("check-docs: README.md has no block marked quickstart")
+    verify_quickstart(*run_quickstart(blocks[QUICKSTART]))
     for scenario in ("rotate-one-box", "rotate-replicas"):
         run_scenario(blocks, scenario, bin_dir)
 
@@ -316,6 +419,9 @@ def main():
             problems.append("CI does not run scripts/demo")
     for rel, cmd, marker in commands:
         if marker in RUN_HERE:
+            continue
+        if marker == QUICKSTART:
+            print(f"    {rel}: {cmd}  (run here, the quick start)")
             continue
         if marker in DEMO_BLOCKS:
             how = "run by scripts/demo, exactly as written"

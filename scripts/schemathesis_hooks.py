@@ -15,6 +15,11 @@ without these hooks it would report the server's correct 422 answers:
   different bodies. Here every valid key gets a suffix unique to this run,
   and stays valid; invalid keys (negative testing) are sent as drawn. The
   replay and reuse rules have their own tests (crates/xrole-server/tests).
+
+And one response format needs a reader: the CloudFormation template's YAML
+uses CloudFormation's tags (`!Ref`, `!Equals`…), which schemathesis' YAML
+reader refuses (the error killed its worker threads). The reader below maps
+them as CloudFormation does, so the template route is tested like the rest.
 """
 
 import datetime
@@ -23,6 +28,7 @@ import re
 import secrets
 
 import schemathesis
+from schemathesis.core import media_types
 from hypothesis import strategies as st
 
 _UTC = datetime.timezone.utc
@@ -74,3 +80,43 @@ def before_call(context, case, kwargs):
         suffix = f"~{_RUN}{next(_COUNTER)}"
         # 3 to 255 visible ASCII characters: valid whatever was drawn.
         headers[name] = value[: 255 - len(suffix)] + suffix
+
+
+# The CloudFormation template (`GET /v1/cloudformation/xrole-role.yaml`) is
+# YAML whose intrinsic functions are tags (`!Ref`, `!Equals`, `!GetAtt`…),
+# which a plain YAML reader refuses. Read as CloudFormation does, each tag
+# becomes its JSON form (`{"Ref": …}`, `{"Fn::Equals": […]}`), and the
+# document is checked against the template's schema.
+def _cloudformation_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def intrinsic(loader, suffix, node):
+        name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+            if suffix == "GetAtt":
+                value = value.split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        return {name: value}
+
+    Loader.add_multi_constructor("!", intrinsic)
+    return Loader
+
+
+_CFN_LOADER = _cloudformation_loader()
+
+
+# Registered for every YAML media type schemathesis knows: its own reader
+# matches `application/yaml` through any of them (same family), and a new
+# registration takes over an existing one in place.
+@schemathesis.deserializer(*media_types.YAML_MEDIA_TYPES)
+def _cloudformation_yaml(ctx, response):
+    import yaml
+
+    return yaml.load(response.content, Loader=_CFN_LOADER)

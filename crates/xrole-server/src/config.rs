@@ -344,6 +344,29 @@ impl Config {
     }
 }
 
+/// How the server writes its log lines (`XROLE_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One human-readable line per event (the default), coloured only on a
+    /// terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `XROLE_LOG_FORMAT`: `text` (or unset) or `json`.
+    pub fn parse(value: Option<&str>) -> Result<LogFormat, ConfigError> {
+        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("" | "text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(_) => Err(invalid("XROLE_LOG_FORMAT", "expected text or json")),
+        }
+    }
+}
+
 fn invalid(name: &'static str, e: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         name,
@@ -422,6 +445,14 @@ mod tests {
                 "{k}={v} accepted"
             );
         }
+    }
+
+    #[test]
+    fn log_format_is_text_unless_json_is_asked() {
+        assert_eq!(LogFormat::parse(None).unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some("text")).unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some(" JSON ")).unwrap(), LogFormat::Json);
+        assert!(LogFormat::parse(Some("yaml")).is_err());
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub enum ApiError {
     /// 503: a dependency (the database) is unavailable.
     #[error("service unavailable")]
     Unavailable,
+    /// 503 from `/readyz`: the part that is unavailable, and why.
+    #[error("{0}")]
+    NotReady(String),
     /// 500: a bug or an unexpected failure; logged once with its cause chain.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -137,6 +140,7 @@ impl ApiError {
             ApiError::RouteNotFound => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
+            ApiError::NotReady(_) => "not_ready",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -155,7 +159,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::MethodNotAllowed => "Method not allowed",
-            ApiError::Unavailable => "Service unavailable",
+            ApiError::Unavailable | ApiError::NotReady(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
         }
     }
@@ -201,7 +205,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod aws_env;
 pub mod body;
 pub mod clock;
 pub mod config;
@@ -127,6 +128,7 @@ pub fn build_app_with(
                 .error_handler(error::json_payload_error),
         )
         .configure(|cfg| routes::register(cfg, table))
+        .configure(|cfg| routes::register(cfg, routes::pages()))
         .default_service(web::to(error::route_not_found))
         .wrap(ErrorHandlers::new().default_handler(problem_fallback))
         .wrap_fn(move |req, srv| {
@@ -159,7 +161,12 @@ fn problem_fallback<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandle
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if is_problem {
+    // The status page answers its own errors as HTML pages.
+    let is_page = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if is_problem || is_page {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();

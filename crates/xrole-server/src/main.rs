@@ -1,14 +1,16 @@
 //! The `xrole` command: the reference server and its operator tools.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use xrole_crypto::Keyring;
-use xrole_server::config::{self, Config, KeyringOrigin, KeyringSource};
+use xrole_server::aws_env::{self, AwsSide};
+use xrole_server::config::{self, Config, KeyringOrigin, KeyringSource, LogFormat};
 use xrole_server::{SystemClock, admin};
 
 #[derive(Debug, Parser)]
@@ -21,6 +23,11 @@ struct Cli {
     /// A TOML configuration file; `XROLE_*` environment variables override it.
     #[arg(long, global = true, env = "XROLE_CONFIG")]
     config: Option<PathBuf>,
+    /// Development mode: when no keyring is configured, use (or create)
+    /// ./xrole-dev.keyring, the file `xrole serve --dev` uses; and do not ask
+    /// EC2 instance metadata for AWS credentials unless XROLE_AWS_IMDS=true.
+    #[arg(long, global = true)]
+    dev: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,9 +42,6 @@ enum Command {
         /// Database URL (overrides XROLE_DATABASE_URL).
         #[arg(long)]
         database_url: Option<String>,
-        /// Development mode: create a local keyring file if none is configured.
-        #[arg(long)]
-        dev: bool,
     },
     /// Apply pending database migrations and exit.
     Migrate,
@@ -100,7 +104,8 @@ enum KeysCommand {
 #[derive(Debug, Subcommand)]
 enum OrgCommand {
     /// Create an organization with its first admin user; prints that user's
-    /// first API key once.
+    /// first API key once, alone on standard output (the rest goes to
+    /// standard error), so that `KEY=$(xrole org create …)` keeps it.
     Create {
         /// The organization's name.
         #[arg(long)]
@@ -111,21 +116,56 @@ enum OrgCommand {
     },
 }
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = match LogFormat::parse(std::env::var("XROLE_LOG_FORMAT").ok().as_deref()) {
+        Ok(f) => f,
+        Err(e) => return fail(&anyhow::Error::new(e)),
+    };
+    init_logging(format);
+    match actix_web::rt::System::new().block_on(run(cli, format)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// A failed command is one line on stderr, its causes joined by `: `, and
+/// exit status 1: no backtrace, whatever `RUST_BACKTRACE` says (those are
+/// for bugs, which panic).
+fn fail(e: &anyhow::Error) -> ExitCode {
+    let line = format!("{e:#}");
+    eprintln!(
+        "error: {}",
+        line.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    ExitCode::FAILURE
+}
+
+/// Plain lines (coloured on a terminal unless `NO_COLOR` is set), or JSON
+/// objects with `XROLE_LOG_FORMAT=json`; the filter is `RUST_LOG`, `info` by
+/// default.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        _ => {
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).init();
+        }
+    }
+}
+
+async fn run(cli: Cli, format: LogFormat) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
+    let dev = cli.dev;
     match cli.command {
         Command::Serve {
             listen,
             database_url,
-            dev,
         } => {
             if let Some(l) = listen {
                 config.listen = l;
@@ -133,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(u) = database_url {
                 config.database_url = u;
             }
-            serve(config, dev).await
+            serve(config, dev, format).await
         }
         Command::Worker {
             database_url,
@@ -145,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(n) = workers {
                 config.workers = n;
             }
-            worker(config).await
+            worker(config, dev).await
         }
         Command::Migrate => {
             let applied = admin::migrate(&config.database_url)?;
@@ -157,11 +197,14 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Keys { command } => keys(config, command),
+        Command::Keys { command } => keys(config, dev, command),
         Command::Org {
             command: OrgCommand::Create { name, admin_email },
         } => {
-            let (keyring, _) = config::load_keyring(config.keyring.as_ref(), false)?;
+            let (keyring, origin) = config::load_keyring(config.keyring.as_ref(), dev)?;
+            if let KeyringOrigin::DevCreated(path) | KeyringOrigin::DevExisting(path) = &origin {
+                eprintln!("development keyring: {}", path.display());
+            }
             let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
             let created = state
                 .db({
@@ -170,36 +213,42 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("organization {} created", created.org.id);
-            println!("admin user {} <{}>", created.admin.id, created.admin.email);
-            println!();
-            println!("API key (shown once, store it now):");
+            eprintln!("organization {} created", created.org.id);
+            eprintln!("admin user {} <{}>", created.admin.id, created.admin.email);
+            eprintln!("API key (shown once, on standard output; store it now)");
             println!("{}", created.api_key.expose_secret());
             Ok(())
         }
     }
 }
 
-async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
+async fn serve(mut config: Config, dev: bool, format: LogFormat) -> anyhow::Result<()> {
+    let imds = aws_env::imds_allowed(dev, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
     let (keyring, origin) = config::load_keyring(config.keyring.as_ref(), dev)?;
+    // The banner is for people at a terminal; JSON logs carry the warning.
+    let banner = format == LogFormat::Text;
     match &origin {
         KeyringOrigin::DevCreated(path) => {
-            let line = "!".repeat(72);
-            eprintln!("{line}");
-            eprintln!(
-                "DEVELOPMENT MODE: created a NEW keyring in {} (mode 0600).",
-                path.display()
-            );
-            eprintln!("Secrets sealed with it are lost if that file is lost. Never use --dev");
-            eprintln!("in production: set XROLE_KEYRING_FILE to a managed keyring instead.");
-            eprintln!("{line}");
+            if banner {
+                let line = "!".repeat(72);
+                eprintln!("{line}");
+                eprintln!(
+                    "DEVELOPMENT MODE: created a NEW keyring in {} (mode 0600).",
+                    path.display()
+                );
+                eprintln!("Secrets sealed with it are lost if that file is lost. Never use --dev");
+                eprintln!("in production: set XROLE_KEYRING_FILE to a managed keyring instead.");
+                eprintln!("{line}");
+            }
             tracing::warn!(path = %path.display(), "development keyring created");
         }
         KeyringOrigin::DevExisting(path) => {
-            eprintln!(
-                "DEVELOPMENT MODE: using the development keyring in {}",
-                path.display()
-            );
+            if banner {
+                eprintln!(
+                    "DEVELOPMENT MODE: using the development keyring in {}",
+                    path.display()
+                );
+            }
             tracing::warn!(path = %path.display(), "development keyring in use");
         }
         KeyringOrigin::Inline => tracing::info!("keyring loaded from XROLE_KEYRING"),
@@ -209,29 +258,35 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
     let listen = config.listen;
     let listener =
         TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
-    // The address actually bound (port 0 picks a free one).
+    // The address actually bound (port 0 picks a free one); links and the
+    // OpenAPI document's server default to it.
     let listen = listener.local_addr().unwrap_or(listen);
+    config.listen = listen;
     let database = redact_url(&config.database_url);
     let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
     tracing::info!(%listen, %database, "xrole listening");
     // actix stops accepting on SIGTERM/SIGINT and drains in-flight requests.
     // Without an AWS identity the API still serves tenants and keys; the AWS
     // routes answer 503 until the server restarts with one.
-    let workers = match xrole_server::link_flow::AwsRuntime::from_environment().await {
-        Ok(aws) => {
-            xrole_server::link_flow::install(&state, aws.clone());
-            tracing::info!(workers = state.config.workers, "job workers started");
-            Some(xrole_server::worker::WorkerPool::spawn(
-                state.clone(),
-                aws,
-                state.config.workers,
-            ))
+    let aws = match aws_env::start(imds).await {
+        AwsSide::Ready(aws) => Some(aws),
+        AwsSide::WithoutCredentials(aws, why) => {
+            tracing::warn!("{why}");
+            let _ = state.aws_status.set(why);
+            Some(aws)
         }
-        Err(e) => {
-            tracing::error!(error = %e, "AWS side disabled: AWS account routes answer 503 and no job runs");
+        AwsSide::Unavailable(why) => {
+            tracing::warn!("{why}");
+            let _ = state.aws_status.set(why);
             None
         }
+        _ => None,
     };
+    let workers = aws.map(|aws| {
+        xrole_server::link_flow::install(&state, aws.clone());
+        tracing::info!(workers = state.config.workers, "job workers started");
+        xrole_server::worker::WorkerPool::spawn(state.clone(), aws, state.config.workers)
+    });
     xrole_server::run(listener, state)?.await?;
     if let Some(w) = workers {
         w.shutdown().await;
@@ -241,11 +296,21 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
 }
 
 /// `xrole worker`: job workers until SIGTERM/SIGINT.
-async fn worker(config: Config) -> anyhow::Result<()> {
-    let (keyring, _) = config::load_keyring(config.keyring.as_ref(), false)?;
+async fn worker(config: Config, dev: bool) -> anyhow::Result<()> {
+    let (keyring, _) = config::load_keyring(config.keyring.as_ref(), dev)?;
     let count = config.workers.max(1);
     let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
-    let aws = xrole_server::link_flow::AwsRuntime::from_environment().await?;
+    let imds = aws_env::imds_allowed(dev, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let aws = match aws_env::start(imds).await {
+        AwsSide::Ready(aws) => aws,
+        AwsSide::WithoutCredentials(aws, why) => {
+            tracing::warn!("{why}");
+            aws
+        }
+        // Workers exist to act in AWS: without it there is nothing to run.
+        AwsSide::Unavailable(why) => anyhow::bail!("{why}"),
+        _ => anyhow::bail!("no AWS side"),
+    };
     xrole_server::link_flow::install(&state, aws.clone());
     let workers = xrole_server::worker::WorkerPool::spawn(state, aws, count);
     tracing::info!(workers = count, "xrole worker running");
@@ -270,9 +335,11 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+fn keys(config: Config, dev: bool, command: KeysCommand) -> anyhow::Result<()> {
     let configured_file = match &config.keyring {
         Some(KeyringSource::File(p)) => Some(p.clone()),
+        // `--dev` means the development keyring, as for every other command.
+        None if dev => Some(PathBuf::from(config::DEV_KEYRING_FILE)),
         _ => None,
     };
     match command {
@@ -319,7 +386,7 @@ fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::Reseal => {
-            let (k, _) = config::load_keyring(config.keyring.as_ref(), false)?;
+            let (k, _) = config::load_keyring(config.keyring.as_ref(), dev)?;
             reseal(&config.database_url, &k)
         }
         KeysCommand::Add => {

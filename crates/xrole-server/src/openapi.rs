@@ -13,7 +13,7 @@ use crate::routes::{aws_accounts, callbacks, cloudformation, jobs, resources};
     info(
         title = "xrole",
         description = "Act in your customers' AWS accounts without their keys.",
-        license(name = "Apache-2.0")
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
         health::healthz,
@@ -51,7 +51,7 @@ use crate::routes::{aws_accounts, callbacks, cloudformation, jobs, resources};
         cloudformation::template,
     ),
     components(schemas(crate::error::Problem)),
-    modifiers(&BearerAuth, &FieldRules, &StandardErrors, &ProblemJson, &OperationIds, &LinkIds),
+    modifiers(&BearerAuth, &PublicOperations, &FieldRules, &StandardErrors, &ProblemJson, &OperationIds, &LinkIds, &TemplateSchema),
     tags(
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "organizations", description = "Tenants"),
@@ -90,6 +90,29 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Operations that take no credentials say so with `security: []`, so
+/// that no generator or linter has to guess (a document-wide default would
+/// otherwise apply); `[{}]` (utoipa's `security(())`) says the same and
+/// becomes `[]` too. It runs before [`StandardErrors`], which reads them.
+struct PublicOperations;
+
+impl Modify for PublicOperations {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations_mut(item) {
+                let security = op.security.get_or_insert_with(Vec::new);
+                let anonymous_only = security.iter().all(|s| {
+                    serde_json::to_value(s)
+                        .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
+                });
+                if anonymous_only {
+                    security.clear();
+                }
+            }
+        }
     }
 }
 
@@ -435,7 +458,38 @@ impl Modify for LinkIds {
     }
 }
 
-/// The generated document.
+/// The template route's YAML has the shape of a CloudFormation template
+/// (utoipa's attribute can only say "any value").
+struct TemplateSchema;
+
+impl Modify for TemplateSchema {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        let Some(op) = openapi
+            .paths
+            .paths
+            .get_mut("/v1/cloudformation/xrole-role.yaml")
+            .and_then(|item| item.get.as_mut())
+        else {
+            return;
+        };
+        if let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200")
+            && let Some(yaml) = ok.content.get_mut("application/yaml")
+        {
+            yaml.schema = Some(cloudformation::template_schema());
+        }
+    }
+}
+
+/// The generated document, without `servers` (see [`document_for`]).
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The document as this server serves it: its one server is
+/// `XROLE_PUBLIC_URL`, or the address it listens on.
+pub fn document_for(base_url: &str) -> utoipa::openapi::OpenApi {
+    let mut doc = document();
+    doc.servers = Some(vec![utoipa::openapi::Server::new(base_url)]);
+    doc
 }

@@ -40,6 +40,9 @@ pub struct Inner {
     /// The AWS side (broker, SaaS principal), set once at start-up; routes
     /// that need it answer 503 until then.
     pub aws: std::sync::OnceLock<Arc<crate::link_flow::AwsRuntime>>,
+    /// Why the AWS side is missing or limited, in one line, when it is
+    /// (`/readyz` shows it).
+    pub aws_status: std::sync::OnceLock<String>,
     /// Recently verified API keys.
     pub auth_cache: crate::auth::AuthCache,
     /// As many permits as the pool has connections: requests wait for a
@@ -98,6 +101,7 @@ impl AppState {
             login_guard,
             metrics: Metrics::default(),
             aws: std::sync::OnceLock::new(),
+            aws_status: std::sync::OnceLock::new(),
             auth_cache,
             db_gate,
             inline_reads,

@@ -2,8 +2,11 @@
 //! without a keyring.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use xrole_testkit::TestDb;
 
@@ -99,17 +102,15 @@ fn migrate_org_create_and_rotate_on_each_backend() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The key alone on stdout (`KEY=$(xrole org create …)`), the rest
+        // on stderr.
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("organization "));
-        let key = stdout
-            .lines()
-            .find(|l| l.starts_with("xrk_"))
-            .expect("the key is printed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let key = stdout.trim_end();
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
         xrole_crypto::ApiKey::parse(key).unwrap();
-        assert!(
-            !String::from_utf8_lossy(&out.stderr).contains(key),
-            "the key is printed once, not logged"
-        );
+        assert!(stderr.contains("organization "), "{stderr}");
+        assert!(!stderr.contains(key), "the key is printed once, not logged");
         // Bad input is refused.
         let out = with_keys(&[
             "org",
@@ -191,4 +192,213 @@ fn keys_add_promote_retire_step_by_step() {
     assert!(out.contains("re-sealed 0 value(s) under key 2"), "{out}");
     assert!(out.contains("retired key 1"), "{out}");
     assert_eq!(ids(), (vec![2], 2));
+}
+
+/// `xrole` as on a newcomer's machine: no AWS credentials or profile (HOME
+/// is the scratch directory), no xrole settings.
+fn fresh(dir: &std::path::Path) -> Command {
+    let mut c = xrole(dir, "./xrole.db");
+    c.env("HOME", dir)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info");
+    c
+}
+
+/// A running `xrole serve`, its stderr lines arriving on a channel.
+struct Served {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Served {
+    fn start(mut cmd: Command) -> Served {
+        let mut child = cmd
+            .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Served {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no line with {needle:?} in {:#?}", self.seen));
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// The base URL, from the `xrole listening` line.
+    fn base(&mut self) -> String {
+        let line = self.wait_for("xrole listening");
+        let at = line.find("listen=").unwrap() + "listen=".len();
+        let addr = line[at..].split_whitespace().next().unwrap();
+        format!("http://{addr}")
+    }
+
+    /// Stops the server; every line it wrote.
+    fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        self.seen
+    }
+}
+
+#[tokio::test]
+async fn a_newcomer_without_aws_gets_a_calm_server_and_a_working_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Served::start(fresh(dir.path()));
+    let base = server.base();
+    let calm = server.wait_for("AWS");
+    assert!(
+        calm.contains(
+            "no AWS credentials: AWS account routes answer 503; run scripts/demo to try \
+             the whole flow against a local AWS emulator"
+        ),
+        "{calm}"
+    );
+
+    // `--dev` finds the keyring `serve --dev` made, and the key works.
+    let out = fresh(dir.path())
+        .args(["org", "create", "--dev", "--name", "Acme"])
+        .args(["--admin-email", "admin@acme.example.com"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let client = reqwest::Client::new();
+    let whoami = client
+        .get(format!("{base}/v1/whoami"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whoami.status(), 200);
+    let ready: serde_json::Value = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["aws"], "unavailable", "{ready}");
+    assert!(
+        ready["aws_detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no AWS credentials")
+    );
+    let link = client
+        .post(format!("{base}/v1/aws-accounts"))
+        .bearer_auth(&key)
+        .header("idempotency-key", "first")
+        .json(&serde_json::json!({"name": "x", "access_level": "read_only"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(link.status(), 503);
+
+    let lines = server.stop();
+    let about_aws: Vec<&String> = lines.iter().filter(|l| l.contains("AWS")).collect();
+    assert_eq!(about_aws.len(), 1, "one line about AWS: {about_aws:#?}");
+    for l in &lines {
+        let lower = l.to_lowercase();
+        assert!(
+            !lower.contains("imds") && !lower.contains("169.254.169.254"),
+            "instance metadata was probed: {l}"
+        );
+        assert!(!l.contains(&key), "the key was logged");
+    }
+}
+
+#[test]
+fn user_errors_are_one_line_whatever_rust_backtrace_says() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "org",
+            "create",
+            "--name",
+            "Acme",
+            "--admin-email",
+            "a@b.example.com",
+        ][..],
+        &["serve", "--listen", "127.0.0.1:0"][..],
+        &["keys", "add"][..],
+    ] {
+        let out = fresh(dir.path())
+            .env("RUST_BACKTRACE", "full")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+    }
+    let out = fresh(dir.path())
+        .env("XROLE_LOG_FORMAT", "yaml")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.trim() == "error: invalid value for XROLE_LOG_FORMAT: expected text or json",
+        "{err}"
+    );
+}
+
+#[test]
+fn logs_are_json_lines_with_xrole_log_format_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = fresh(dir.path());
+    cmd.env("XROLE_LOG_FORMAT", "json");
+    let mut server = Served::start(cmd);
+    server.wait_for("xrole listening");
+    server.wait_for("no AWS credentials");
+    let lines = server.stop();
+    assert!(lines.len() >= 3, "{lines:#?}");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    // Plain text otherwise, uncoloured when not on a terminal.
+    let mut server = Served::start(fresh(dir.path()));
+    let line = server.wait_for("xrole listening");
+    server.stop();
+    assert!(line.contains(" INFO xrole: xrole listening"), "{line}");
+    assert!(!line.contains('\u{1b}'), "{line}");
 }

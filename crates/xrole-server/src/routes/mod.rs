@@ -22,6 +22,7 @@ pub mod models;
 pub mod organizations;
 pub mod resources;
 pub mod sessions;
+pub mod status_page;
 pub mod users;
 pub mod whoami;
 
@@ -114,6 +115,13 @@ pub fn table() -> Vec<RouteDef> {
             r.to(cloudformation::template)
         }),
     ]
+}
+
+/// The status page's routes (`GET /` and its sign-in and sign-out forms):
+/// HTML for browsers, registered next to [`table`] and deliberately left
+/// out of the OpenAPI document, which describes the JSON API.
+pub fn pages() -> Vec<RouteDef> {
+    status_page::pages()
 }
 
 /// Registers `routes`: one resource per path, answering 405 problems with

@@ -13,4 +13,5 @@ mod limits;
 mod observability;
 mod organizations;
 mod sessions;
+mod status_page;
 mod users;

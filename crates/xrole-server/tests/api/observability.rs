@@ -14,6 +14,98 @@ async fn health_and_readiness() {
         assert_eq!(res.json::<Value>().await.unwrap()["status"], "ok");
         let res = app.client.get(app.url("/readyz")).send().await.unwrap();
         assert_eq!(res.status(), 200);
+        // This server has no AWS side: ready, and it says what is missing.
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["status"], "degraded", "{v}");
+        assert_eq!(v["database"], "ok");
+        assert_eq!(v["aws"], "unavailable");
+        assert!(v["aws_detail"].as_str().unwrap().contains("503"), "{v}");
+        // With the reason the start-up found, /readyz repeats it.
+        let _ = app.state.aws_status.set("no AWS credentials: test".into());
+        let v: Value = app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["aws_detail"], "no AWS credentials: test");
+    });
+}
+
+#[tokio::test]
+async fn the_served_document_names_its_server_and_every_operation_its_security() {
+    each_db!(|app| {
+        let doc: Value = app
+            .client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let servers = doc["servers"].as_array().unwrap();
+        assert_eq!(servers.len(), 1, "{servers:?}");
+        assert!(servers[0]["url"].as_str().unwrap().starts_with("http://"));
+        let public = [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.json",
+            "/v1/cloudformation/xrole-role.yaml",
+            "/v1/callbacks/cloudformation",
+            "/v1/sessions",
+        ];
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let security = op
+                    .get("security")
+                    .unwrap_or_else(|| panic!("{method} {path} states no security"));
+                if public.contains(&path.as_str()) {
+                    assert_eq!(security, &serde_json::json!([]), "{method} {path}");
+                } else {
+                    assert_ne!(security, &serde_json::json!([]), "{method} {path}");
+                }
+            }
+        }
+        // The template: YAML shaped like a CloudFormation template, or text.
+        let ok = &doc["paths"]["/v1/cloudformation/xrole-role.yaml"]["get"]["responses"]["200"]["content"];
+        assert_eq!(
+            ok["application/yaml"]["schema"]["required"],
+            serde_json::json!(["AWSTemplateFormatVersion", "Resources"])
+        );
+        assert_eq!(ok["text/plain"]["schema"]["type"], "string");
+        // And the server answers each as declared.
+        for (accept, want) in [
+            ("application/yaml", "application/yaml"),
+            ("text/plain", "text/plain"),
+            ("*/*", "application/yaml"),
+        ] {
+            let res = app
+                .client
+                .get(app.url("/v1/cloudformation/xrole-role.yaml"))
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap();
+            let ct = res
+                .headers()
+                .get("content-type")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(ct.starts_with(want), "{accept}: {ct}");
+            assert!(
+                res.text()
+                    .await
+                    .unwrap()
+                    .starts_with("AWSTemplateFormatVersion")
+            );
+        }
     });
 }
 
