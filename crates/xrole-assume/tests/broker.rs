@@ -1051,7 +1051,9 @@ async fn the_sts_budget_refuses_past_its_burst_and_says_when_to_come_back() {
     assert_eq!((m.budget_refusals, m.sts_errors.total()), (1, 0));
     // A verification needs five STS calls: it fails as a whole, unsent.
     assert!(matches!(
-        broker.verify_link(&f.role, &f.external_id, &f.account()).await,
+        broker
+            .verify_link(&f.role, &f.external_id, &f.account())
+            .await,
         Err(Error::BudgetExhausted { .. })
     ));
     f.clock.advance(Duration::from_secs(1));

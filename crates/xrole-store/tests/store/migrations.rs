@@ -16,8 +16,8 @@ fn migrations_up_down_up() {
         orgs::create(conn, "before", T0)?;
 
         let reverted = revert_all_migrations(conn)?;
-        let folders = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))?
-            .count();
+        let folders =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))?.count();
         assert_eq!(reverted.len(), folders, "{reverted:?}");
         assert!(has_pending_migrations(conn)?);
         for table in [
