@@ -31,8 +31,12 @@ pub struct Principal {
     pub api_key_id: ApiKeyId,
     /// The user owning the key, when it has one.
     pub user_id: Option<UserId>,
-    /// The owner's role (a key without an owner acts as a member).
+    /// What the caller may do: the key's role, never above its owner's
+    /// current role (a key without an owner: its own role, or operator).
     pub role: UserRole,
+    /// When the key stops working (a session key's end): keys it mints
+    /// expire no later.
+    pub key_expires_ms: Option<i64>,
 }
 
 impl Principal {
@@ -57,11 +61,33 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == UserRole::Admin
     }
+
+    /// 403 unless the caller may make destructive changes (delete a link,
+    /// change its role, tear down a database): admins, and operators where
+    /// the organization allows it (`operators_may_destroy`).
+    pub fn check_destroy(&self, operators_may_destroy: bool) -> Result<(), ApiError> {
+        let ok = self.role == UserRole::Admin
+            || (self.role == UserRole::Operator && operators_may_destroy);
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::NotPermitted {
+                detail: "this destructive change needs an admin (or an operator, where the \
+                         organization allows operators to make destructive changes)"
+                    .into(),
+            })
+        }
+    }
 }
 
 /// A [`Principal`] whose role is `admin`; others get 403.
 #[derive(Debug, Clone)]
 pub struct Admin(pub Principal);
+
+/// A [`Principal`] whose role is `operator` or `admin` (not a viewer);
+/// others get 403.
+#[derive(Debug, Clone)]
+pub struct Operator(pub Principal);
 
 /// The bearer token from the `Authorization` header, if well-formed.
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -211,15 +237,17 @@ async fn lookup(state: &AppState, key: ApiKey, now: i64) -> Result<Principal, Ap
                     if user.disabled {
                         return Err(ApiError::Unauthenticated);
                     }
-                    user.role
+                    // A demoted owner takes their keys down with them.
+                    record.role.map_or(user.role, |r| r.min(user.role))
                 }
-                None => UserRole::Member,
+                None => record.role.unwrap_or(UserRole::Operator),
             };
             let principal = Principal {
                 org_id: record.org_id,
                 api_key_id: record.id,
                 user_id: record.owner,
                 role,
+                key_expires_ms: record.expires_ms,
             };
             Ok((principal, hash, record.expires_ms))
         })
@@ -268,6 +296,26 @@ impl FromRequest for Principal {
     }
 }
 
+impl FromRequest for Operator {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = app_state(&req)?;
+            let p = authenticate(&state, &req).await?;
+            if p.role.at_least(UserRole::Operator) {
+                Ok(Operator(p))
+            } else {
+                Err(ApiError::NotPermitted {
+                    detail: "viewers may only read: this needs an operator or an admin".into(),
+                })
+            }
+        })
+    }
+}
+
 impl FromRequest for Admin {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
@@ -280,7 +328,9 @@ impl FromRequest for Admin {
             if p.is_admin() {
                 Ok(Admin(p))
             } else {
-                Err(ApiError::Forbidden)
+                Err(ApiError::NotPermitted {
+                    detail: "this needs an admin".into(),
+                })
             }
         })
     }

@@ -39,6 +39,12 @@ pub enum ApiError {
     /// 403: authenticated but not allowed.
     #[error("forbidden")]
     Forbidden,
+    /// 403 with the reason: the caller's role does not allow this.
+    #[error("{detail}")]
+    NotPermitted {
+        /// What role it takes.
+        detail: String,
+    },
     /// 404: no such resource in the caller's organization.
     #[error("not found")]
     NotFound,
@@ -128,7 +134,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::InvalidField { .. } => "invalid_field",
             ApiError::Unauthenticated => "unauthenticated",
-            ApiError::Forbidden => "forbidden",
+            ApiError::Forbidden | ApiError::NotPermitted { .. } => "forbidden",
             ApiError::NotFound => "not_found",
             ApiError::IdempotencyInFlight { .. } => "idempotency_key_in_use",
             ApiError::IdempotencyMismatch => "idempotency_key_reused",
@@ -150,7 +156,7 @@ impl ApiError {
             ApiError::BadRequest { .. } | ApiError::IdempotencyKeyRequired => "Bad request",
             ApiError::InvalidField { .. } => "Invalid field",
             ApiError::Unauthenticated => "Unauthenticated",
-            ApiError::Forbidden => "Forbidden",
+            ApiError::Forbidden | ApiError::NotPermitted { .. } => "Forbidden",
             ApiError::NotFound | ApiError::RouteNotFound => "Not found",
             ApiError::Conflict { .. } | ApiError::IdempotencyInFlight { .. } => "Conflict",
             ApiError::IdempotencyMismatch => "Idempotency key reused",
@@ -195,7 +201,7 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::NotPermitted { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::IdempotencyInFlight { .. } => {
                 StatusCode::CONFLICT
@@ -271,6 +277,11 @@ impl From<xrole_store::Error> for ApiError {
             },
             S::LockLost => ApiError::IdempotencyInFlight {
                 retry_after_secs: 1,
+            },
+            S::LastAdmin => ApiError::Conflict {
+                code: "last_admin",
+                detail: "the organization must keep an enabled admin: promote another user first"
+                    .into(),
             },
             other => ApiError::internal(other),
         }

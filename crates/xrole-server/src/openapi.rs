@@ -22,6 +22,7 @@ use crate::routes::{aws_accounts, callbacks, cloudformation, jobs, resources};
         health::openapi,
         organizations::create,
         organizations::get_own,
+        organizations::update_own,
         whoami::whoami,
         users::create,
         users::list,
@@ -202,6 +203,7 @@ fn operations_mut(
 fn standard_errors(
     path: &str,
     op: &utoipa::openapi::path::Operation,
+    writes: bool,
 ) -> Vec<(&'static str, &'static str)> {
     use utoipa::openapi::path::ParameterIn;
     let mut out = Vec::new();
@@ -245,7 +247,16 @@ fn standard_errors(
     if api_key {
         out.push((
             "429",
-            "The API key's rate limit is exhausted; retry after `Retry-After` seconds",
+            "The API key's or its organization's rate limit is exhausted; retry after `Retry-After` seconds",
+        ));
+    }
+    // Writes depend on the caller's role: viewers only read, and
+    // destructive changes need an admin (or an operator where allowed).
+    if api_key && writes {
+        out.push((
+            "403",
+            "The caller's role does not allow this (viewers only read; users, keys of others, \
+             settings and destructive changes need an admin)",
         ));
     }
     if has(ParameterIn::Path, None) {
@@ -309,9 +320,23 @@ impl Modify for StandardErrors {
         use std::collections::BTreeMap;
         use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
         for (path, item) in &mut openapi.paths.paths {
-            for op in operations_mut(item) {
+            // GET, HEAD and OPTIONS read; the others may be refused by role.
+            let slots = [
+                (false, &mut item.get),
+                (true, &mut item.put),
+                (true, &mut item.post),
+                (true, &mut item.delete),
+                (false, &mut item.options),
+                (false, &mut item.head),
+                (true, &mut item.patch),
+                (false, &mut item.trace),
+            ];
+            for (writes, op) in slots
+                .into_iter()
+                .filter_map(|(w, slot)| slot.as_mut().map(|op| (w, op)))
+            {
                 let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-                for (status, description) in standard_errors(path, op) {
+                for (status, description) in standard_errors(path, op, writes) {
                     wanted.entry(status).or_default().push(description);
                 }
                 for (status, descriptions) in wanted {

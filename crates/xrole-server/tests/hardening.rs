@@ -656,7 +656,7 @@ async fn every_error_the_server_answers_is_declared_for_its_operation() {
     let app = spawn_app(TestDb::sqlite().unwrap()).await;
     let org = app.create_org("Acme").await;
     let member = app
-        .create_user(&org, "member@acme.example.com", "member")
+        .create_user(&org, "member@acme.example.com", "operator")
         .await;
     let doc = document();
     let tokens: [(&str, Option<&str>); 5] = [
@@ -870,7 +870,7 @@ async fn passwords_are_counted_in_characters_as_documented() {
         .post(
             "/v1/users",
             &org.admin_key,
-            &json!({"email": "long@acme.example.com", "role": "member", "password": long}),
+            &json!({"email": "long@acme.example.com", "role": "operator", "password": long}),
         )
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
@@ -905,7 +905,7 @@ async fn passwords_are_counted_in_characters_as_documented() {
             .post(
                 "/v1/users",
                 &org.admin_key,
-                &json!({"email": "p@acme.example.com", "role": "member", "password": password}),
+                &json!({"email": "p@acme.example.com", "role": "operator", "password": password}),
             )
             .await;
         assert_eq!(
@@ -928,7 +928,9 @@ async fn a_user_update_needs_a_field_and_refuses_null() {
     );
     let app = spawn_app(TestDb::sqlite().unwrap()).await;
     let org = app.create_org("Acme").await;
-    let m = app.create_user(&org, "m@acme.example.com", "member").await;
+    let m = app
+        .create_user(&org, "m@acme.example.com", "operator")
+        .await;
     let path = format!("/v1/users/{}", m.id);
     let res = app.patch(&path, &org.admin_key, &json!({})).await;
     assert_problem(res, 422, "invalid_field").await;

@@ -126,7 +126,7 @@ async fn three_replicas_answer_100_concurrent_requests_with_duplicate_keys_once(
             Method::POST,
             "/v1/users",
             Some(format!("replica-user-{k}")),
-            Some(json!({"email": format!("u{k}@acme.example.com"), "role": "member"})),
+            Some(json!({"email": format!("u{k}@acme.example.com"), "role": "operator"})),
         ));
     }
     for i in 0..20 {
@@ -261,7 +261,7 @@ async fn three_replicas_with_aws_make_and_run_each_duplicated_job_once() {
             Method::POST,
             "/v1/users".to_owned(),
             Some(format!("replica-user-{k}")),
-            Some(json!({"email": format!("u{k}@acme.example.com"), "role": "member"})),
+            Some(json!({"email": format!("u{k}@acme.example.com"), "role": "operator"})),
         ));
     }
     for i in 0..20 {

@@ -105,7 +105,7 @@ async fn no_secret_reaches_the_database_or_the_logs() {
             .post(
                 "/v1/users",
                 &org.key,
-                &json!({"email": "mia@acme.example.com", "role": "member", "password": password}),
+                &json!({"email": "mia@acme.example.com", "role": "operator", "password": password}),
             )
             .await;
         assert_eq!(

@@ -10,7 +10,7 @@ use crate::backend::Conn;
 use crate::error::{Error, Result};
 use crate::schema::api_keys::dsl as k;
 use crate::types::{
-    ApiKeyId, OrgId, Page, PageRequest, UserId, before_cursor, paginate, parse_col,
+    ApiKeyId, OrgId, Page, PageRequest, UserId, UserRole, before_cursor, paginate, parse_col,
 };
 
 /// An API key's metadata (the hash is not part of it).
@@ -34,6 +34,9 @@ pub struct ApiKeyRecord {
     pub expires_ms: Option<i64>,
     /// Revocation time, unix ms.
     pub revoked_ms: Option<i64>,
+    /// The most the key may do; `None`: as much as its owner. Either way
+    /// never more than its owner's current role.
+    pub role: Option<UserRole>,
 }
 
 impl ApiKeyRecord {
@@ -57,6 +60,8 @@ pub struct NewApiKey<'a> {
     pub owner: Option<UserId>,
     /// Expiry, unix ms.
     pub expires_ms: Option<i64>,
+    /// A role below the owner's, if any.
+    pub role: Option<UserRole>,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -72,6 +77,7 @@ struct Row {
     last_used_ms: Option<i64>,
     expires_ms: Option<i64>,
     revoked_ms: Option<i64>,
+    role: Option<String>,
 }
 
 impl TryFrom<Row> for ApiKeyRecord {
@@ -87,6 +93,7 @@ impl TryFrom<Row> for ApiKeyRecord {
             last_used_ms: r.last_used_ms,
             expires_ms: r.expires_ms,
             revoked_ms: r.revoked_ms,
+            role: r.role.as_deref().map(str::parse).transpose()?,
         })
     }
 }
@@ -113,6 +120,7 @@ pub fn create(
         last_used_ms: None,
         expires_ms: new.expires_ms,
         revoked_ms: None,
+        role: new.role.map(|r| r.as_str().to_owned()),
     };
     diesel::insert_into(k::api_keys)
         .values(&row)

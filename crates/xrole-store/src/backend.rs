@@ -354,6 +354,26 @@ pub(crate) fn next_runnable_job(conn: &mut Conn, org: &str, now_ms: i64) -> Resu
     })
 }
 
+/// Serialises the writes of one organization that must see each other (the
+/// last-admin rule): PostgreSQL locks the organization's row until the
+/// transaction ends; SQLite's `BEGIN IMMEDIATE` already serialises writers.
+pub(crate) fn lock_org(conn: &mut Conn, org: &str) -> Result<()> {
+    use crate::schema::organizations::dsl as o;
+    use diesel::prelude::*;
+    match conn {
+        Conn::Sqlite(_) => Ok(()),
+        Conn::Pg(c) => {
+            o::organizations
+                .find(org)
+                .select(o::id)
+                .for_update()
+                .first::<String>(c)
+                .optional()?;
+            Ok(())
+        }
+    }
+}
+
 /// Records that `org` was served a job at `now_ms` (its turn is over).
 pub(crate) fn record_org_turn(conn: &mut Conn, org: &str, now_ms: i64) -> Result<()> {
     use crate::schema::job_org_turns::dsl as t;

@@ -17,6 +17,11 @@ pub enum Error {
     /// organization); the field names the row's kind.
     #[error("{0} is still referred to")]
     InUse(&'static str),
+    /// The change would leave the organization without an enabled admin
+    /// (checked inside the write transaction, with the organization's row
+    /// locked, so two admins demoting each other cannot both succeed).
+    #[error("an organization must keep an enabled admin")]
+    LastAdmin,
     /// A value did not parse as the named type.
     #[error("invalid {kind}")]
     Invalid {

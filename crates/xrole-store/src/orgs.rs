@@ -19,6 +19,9 @@ pub struct Org {
     pub created_ms: i64,
     /// Last change, unix ms.
     pub updated_ms: i64,
+    /// Whether operators may make destructive changes (delete a link,
+    /// change its role, tear down a database); otherwise only admins.
+    pub operators_may_destroy: bool,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -28,6 +31,7 @@ struct Row {
     name: String,
     created_ms: i64,
     updated_ms: i64,
+    operators_may_destroy: bool,
 }
 
 impl TryFrom<Row> for Org {
@@ -38,6 +42,7 @@ impl TryFrom<Row> for Org {
             name: r.name,
             created_ms: r.created_ms,
             updated_ms: r.updated_ms,
+            operators_may_destroy: r.operators_may_destroy,
         })
     }
 }
@@ -49,6 +54,7 @@ pub fn create(conn: &mut Conn, name: &str, now_ms: i64) -> Result<Org> {
         name: name.to_owned(),
         created_ms: now_ms,
         updated_ms: now_ms,
+        operators_may_destroy: false,
     };
     diesel::insert_into(o::organizations)
         .values(&row)
@@ -71,6 +77,25 @@ pub fn get(conn: &mut Conn, org: OrgId) -> Result<Org> {
 pub fn rename(conn: &mut Conn, org: OrgId, name: &str, now_ms: i64) -> Result<Org> {
     let n = diesel::update(o::organizations.find(org.to_string()))
         .set((o::name.eq(name), o::updated_ms.eq(now_ms)))
+        .execute(conn)?;
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    get(conn, org)
+}
+
+/// Lets operators of `org` make destructive changes, or not.
+pub fn set_operators_may_destroy(
+    conn: &mut Conn,
+    org: OrgId,
+    allowed: bool,
+    now_ms: i64,
+) -> Result<Org> {
+    let n = diesel::update(o::organizations.find(org.to_string()))
+        .set((
+            o::operators_may_destroy.eq(allowed),
+            o::updated_ms.eq(now_ms),
+        ))
         .execute(conn)?;
     if n == 0 {
         return Err(Error::NotFound);

@@ -8,6 +8,7 @@ diesel::table! {
         name -> Text,
         created_ms -> BigInt,
         updated_ms -> BigInt,
+        operators_may_destroy -> Bool,
     }
 }
 
@@ -37,6 +38,7 @@ diesel::table! {
         last_used_ms -> Nullable<BigInt>,
         expires_ms -> Nullable<BigInt>,
         revoked_ms -> Nullable<BigInt>,
+        role -> Nullable<Text>,
     }
 }
 

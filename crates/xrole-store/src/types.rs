@@ -136,14 +136,43 @@ macro_rules! string_enum {
 }
 
 string_enum!(
-    /// A user's role within its organization.
+    /// A role within an organization: `admin` > `operator` > `viewer`.
     UserRole, "user role", {
-        /// Manages users, keys and links.
+        /// Everything: users, every key, the organization's settings, and
+        /// destructive changes (deleting a link, changing its role, tearing
+        /// down a database).
         Admin = "admin",
-        /// Uses links and runs jobs.
-        Member = "member",
+        /// Links, verification, provisioning and teardown of what xrole
+        /// built (destructive changes only where the organization allows).
+        Operator = "operator",
+        /// Reads only.
+        Viewer = "viewer",
     }
 );
+
+impl UserRole {
+    fn rank(self) -> u8 {
+        match self {
+            UserRole::Viewer => 0,
+            UserRole::Operator => 1,
+            UserRole::Admin => 2,
+        }
+    }
+
+    /// Whether this role includes everything `other` may do.
+    pub fn at_least(self, other: UserRole) -> bool {
+        self.rank() >= other.rank()
+    }
+
+    /// The lower of the two roles.
+    pub fn min(self, other: UserRole) -> UserRole {
+        if self.rank() <= other.rank() {
+            self
+        } else {
+            other
+        }
+    }
+}
 
 string_enum!(
     /// Where an AWS account link is in its life.
@@ -404,6 +433,10 @@ mod tests {
         }
         assert_eq!(AccessLevel::ReadOnly.as_str(), "read_only");
         assert!("Admin".parse::<UserRole>().is_err());
+        assert!("member".parse::<UserRole>().is_err());
+        let (a, o, v) = (UserRole::Admin, UserRole::Operator, UserRole::Viewer);
+        assert!(a.at_least(o) && o.at_least(v) && a.at_least(a) && !v.at_least(o));
+        assert_eq!((a.min(v), o.min(a), v.min(v)), (v, o, v));
     }
 
     #[test]

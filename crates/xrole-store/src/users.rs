@@ -180,8 +180,52 @@ pub fn login_candidates(conn: &mut Conn, email: &Email) -> Result<Vec<(User, Opt
         .collect()
 }
 
-/// Applies `changes` to a user of `org`.
+/// Enabled admins of `org`.
+pub fn count_admins(conn: &mut Conn, org: OrgId) -> Result<i64> {
+    Ok(u::users
+        .filter(u::org_id.eq(org.to_string()))
+        .filter(u::role.eq(UserRole::Admin.as_str()))
+        .filter(u::disabled.eq(false))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Runs `change` to user `id` in a transaction (a savepoint inside the
+/// caller's) that fails with [`Error::LastAdmin`], changing nothing, when
+/// `id` was an enabled admin and none is left after it.
+fn keeping_an_admin<T>(
+    conn: &mut Conn,
+    org: OrgId,
+    id: UserId,
+    change: impl FnOnce(&mut Conn) -> Result<T>,
+) -> Result<T> {
+    crate::backend::write_transaction(conn, |conn| {
+        crate::backend::lock_org(conn, &org.to_string())?;
+        let before = get(conn, org, id)?;
+        let out = change(conn)?;
+        if before.role == UserRole::Admin && !before.disabled && count_admins(conn, org)? == 0 {
+            return Err(Error::LastAdmin);
+        }
+        Ok(out)
+    })
+}
+
+/// Applies `changes` to a user of `org`. [`Error::LastAdmin`] when it would
+/// demote or disable the organization's last enabled admin.
 pub fn update(
+    conn: &mut Conn,
+    org: OrgId,
+    id: UserId,
+    changes: &UserChanges<'_>,
+    now_ms: i64,
+) -> Result<User> {
+    if changes.role.is_some() || changes.disabled.is_some() {
+        return keeping_an_admin(conn, org, id, |conn| apply(conn, org, id, changes, now_ms));
+    }
+    apply(conn, org, id, changes, now_ms)
+}
+
+fn apply(
     conn: &mut Conn,
     org: OrgId,
     id: UserId,
@@ -211,17 +255,20 @@ pub fn update(
 }
 
 /// Deletes a user of `org` (its API keys go with it).
+/// [`Error::LastAdmin`] for the organization's last enabled admin.
 pub fn delete(conn: &mut Conn, org: OrgId, id: UserId) -> Result<()> {
-    let n = diesel::delete(
-        u::users
-            .filter(u::org_id.eq(org.to_string()))
-            .filter(u::id.eq(id.to_string())),
-    )
-    .execute(conn)?;
-    if n == 0 {
-        return Err(Error::NotFound);
-    }
-    Ok(())
+    keeping_an_admin(conn, org, id, |conn| {
+        let n = diesel::delete(
+            u::users
+                .filter(u::org_id.eq(org.to_string()))
+                .filter(u::id.eq(id.to_string())),
+        )
+        .execute(conn)?;
+        if n == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    })
 }
 
 /// The users of `org`, newest first.

@@ -30,9 +30,16 @@ pub struct CreateApiKey {
     )]
     pub name: String,
     /// When the key stops working (RFC 3339); never if absent or null. It
-    /// must be in the future: a time already past answers 422.
+    /// must be in the future: a time already past answers 422. A key made
+    /// with a key that expires (a session's) expires no later than it.
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    /// The most the key may do (`admin`, `operator` or `viewer`), never
+    /// more than the caller's own role (422 otherwise); absent: the
+    /// caller's own role. The key follows its owner down if they are
+    /// demoted, never up.
+    #[schema(value_type = Option<crate::routes::users::RoleIn>)]
+    pub role: Option<crate::routes::users::RoleIn>,
 }
 
 /// Generates a key for `owner`, stores its HMAC and returns the record and
@@ -44,6 +51,7 @@ pub fn issue(
     owner: UserId,
     name: &str,
     expires_ms: Option<i64>,
+    role: Option<xrole_store::UserRole>,
     now: i64,
 ) -> Result<(xrole_store::api_keys::ApiKeyRecord, ApiKey), ApiError> {
     let key = ApiKey::try_generate().map_err(ApiError::internal)?;
@@ -57,6 +65,7 @@ pub fn issue(
             name,
             owner: Some(owner),
             expires_ms,
+            role,
         },
         now,
     )?;
@@ -163,6 +172,25 @@ pub async fn create(
                 Some(ms)
             }
         };
+        // Never outlives the key that made it: a one-hour session key
+        // cannot mint a key for ever.
+        let expires_ms = match (expires_ms, principal.key_expires_ms) {
+            (Some(asked), Some(cap)) => Some(asked.min(cap)),
+            (None, cap) => cap,
+            (asked, None) => asked,
+        };
+        // Without a role the key gets the caller's own (a key limited to
+        // viewer mints viewers, not keys with its admin owner's role).
+        let role = input
+            .role
+            .map_or(principal.role, xrole_store::UserRole::from);
+        if !principal.role.at_least(role) {
+            return Err(ApiError::invalid(
+                "role",
+                format!("cannot exceed your own role ({})", principal.role.as_str()),
+            ));
+        }
+        let role = Some(role);
         let Some(owner) = principal.user_id else {
             return Err(ApiError::Forbidden);
         };
@@ -172,14 +200,16 @@ pub async fn create(
         let lock2 = lock.clone();
         state
             .tx(move |conn| {
-                let (record, key) = issue(&st, conn, p.org_id, owner, &name, expires_ms, now)?;
+                let (record, key) =
+                    issue(&st, conn, p.org_id, owner, &name, expires_ms, role, now)?;
                 audit::record(
                     conn,
                     p.org_id,
                     &p.actor(),
                     "api_key.created",
                     Some(format!("api_key:{}", record.id)),
-                    serde_json::json!({"name": record.name, "key_id": record.key_id}),
+                    serde_json::json!({"name": record.name, "key_id": record.key_id,
+                        "role": role.map(|r| r.as_str()), "expires_ms": record.expires_ms}),
                     Some(&info),
                     now,
                 )?;
@@ -196,7 +226,7 @@ pub async fn create(
 }
 
 /// List API keys, newest first: every key of the organization for admins,
-/// the caller's own keys for members.
+/// the caller's own keys for operators and viewers.
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(PageQuery),
     security(("api_key" = [])),
     responses((status = 200, body = Page<ApiKeyOut>), (status = 400, body = Problem),
@@ -222,7 +252,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(out))
 }
 
-/// Revoke an API key, effective immediately. Members may revoke only their
+/// Revoke an API key, effective immediately. Non-admins may revoke only their
 /// own keys; another user's key answers 404 to them.
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
     params(("id" = String, Path, format = Uuid)), security(("api_key" = [])),

@@ -13,7 +13,7 @@ use xrole_store::links::VerifyTrigger;
 use xrole_store::{AccessLevel, Conn, LinkId, LinkState, OrgId, ResourceId, ResourceState};
 
 use crate::audit::{self, RequestInfo};
-use crate::auth::Principal;
+use crate::auth::{Operator, Principal};
 use crate::body::{path_id, query, read_json};
 use crate::error::{ApiError, Problem};
 use crate::idempotency;
@@ -279,7 +279,7 @@ pub fn start_verification(
         (status = 401, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(
     state: web::Data<AppState>,
-    principal: Principal,
+    Operator(principal): Operator,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -435,7 +435,7 @@ pub async fn get(
             body = Problem)))]
 pub async fn delete(
     state: web::Data<AppState>,
-    principal: Principal,
+    Operator(principal): Operator,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -449,6 +449,7 @@ pub async fn delete(
             let org = principal.org_id;
             let now = st.now_ms();
             let link = xrole_store::links::get(conn, org, id)?;
+            principal.check_destroy(xrole_store::orgs::get(conn, org)?.operators_may_destroy)?;
             let left = xrole_store::resources::list(
                 conn,
                 org,
@@ -511,7 +512,7 @@ pub async fn delete(
         (status = 422, body = Problem)))]
 pub async fn set_role(
     state: web::Data<AppState>,
-    principal: Principal,
+    Operator(principal): Operator,
     req: HttpRequest,
     payload: web::Payload,
     id: web::Path<String>,
@@ -524,7 +525,6 @@ pub async fn set_role(
             "not an IAM role ARN such as arn:aws:iam::123456789012:role/xrole",
         )
     })?;
-    aws_runtime(&state)?;
     let info = RequestInfo::from_request(&req);
     let st = state.get_ref().clone();
     let out = state
@@ -532,6 +532,14 @@ pub async fn set_role(
             let org = principal.org_id;
             let now = st.now_ms();
             let link = xrole_store::links::get(conn, org, id)?;
+            // Replacing a role already linked re-points xrole at another
+            // identity in the customer's account: a destructive change.
+            if link.role_arn.is_some() {
+                principal
+                    .check_destroy(xrole_store::orgs::get(conn, org)?.operators_may_destroy)?;
+            }
+            // Checked after the role: a refusal does not depend on AWS.
+            aws_runtime(&st)?;
             // The body is well-formed; the link's state is what it conflicts with.
             link_flow::check_account(&role, &link.aws_account_id).map_err(|m| {
                 ApiError::Conflict {
@@ -576,7 +584,7 @@ pub async fn set_role(
         (status = 409, body = Problem)))]
 pub async fn verify(
     state: web::Data<AppState>,
-    principal: Principal,
+    Operator(principal): Operator,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -1009,7 +1017,7 @@ async fn provision(
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_vpc(
     state: web::Data<AppState>,
-    principal: Principal,
+    Operator(principal): Operator,
     req: HttpRequest,
     payload: web::Payload,
     id: web::Path<String>,
@@ -1036,7 +1044,7 @@ pub async fn create_vpc(
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_instances(
     state: web::Data<AppState>,
-    principal: Principal,
+    Operator(principal): Operator,
     req: HttpRequest,
     payload: web::Payload,
     id: web::Path<String>,
@@ -1064,7 +1072,7 @@ pub async fn create_instances(
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_database(
     state: web::Data<AppState>,
-    principal: Principal,
+    Operator(principal): Operator,
     req: HttpRequest,
     payload: web::Payload,
     id: web::Path<String>,

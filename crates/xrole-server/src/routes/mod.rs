@@ -59,6 +59,9 @@ pub fn table() -> Vec<RouteDef> {
         def(Method::GET, "/v1/organization", |r| {
             r.to(organizations::get_own)
         }),
+        def(Method::PATCH, "/v1/organization", |r| {
+            r.to(organizations::update_own)
+        }),
         def(Method::GET, "/v1/whoami", |r| r.to(whoami::whoami)),
         def(Method::POST, "/v1/users", |r| r.to(users::create)),
         def(Method::GET, "/v1/users", |r| r.to(users::list)),

@@ -15,6 +15,9 @@ pub struct OrganizationOut {
     pub name: String,
     /// Creation time (RFC 3339).
     pub created_at: String,
+    /// Whether operators may make destructive changes (delete a link,
+    /// change its role, tear down a database); otherwise only admins.
+    pub operators_may_destroy: bool,
 }
 
 impl From<&xrole_store::orgs::Org> for OrganizationOut {
@@ -23,6 +26,7 @@ impl From<&xrole_store::orgs::Org> for OrganizationOut {
             id: o.id.to_string(),
             name: o.name.clone(),
             created_at: format_ms(o.created_ms),
+            operators_may_destroy: o.operators_may_destroy,
         }
     }
 }
@@ -35,7 +39,7 @@ pub struct UserOut {
     pub id: String,
     /// Email address (normalized to lower case).
     pub email: String,
-    /// `admin` or `member`.
+    /// `admin`, `operator` or `viewer`.
     pub role: String,
     /// Disabled users cannot log in and their keys do not work.
     pub disabled: bool,
@@ -79,6 +83,9 @@ pub struct ApiKeyOut {
     pub expires_at: Option<String>,
     /// Revocation time (RFC 3339), if revoked.
     pub revoked_at: Option<String>,
+    /// The most the key may do, when below its owner's role (`null`: as
+    /// much as its owner).
+    pub role: Option<String>,
 }
 
 impl From<&xrole_store::api_keys::ApiKeyRecord> for ApiKeyOut {
@@ -91,6 +98,7 @@ impl From<&xrole_store::api_keys::ApiKeyRecord> for ApiKeyOut {
             created_at: format_ms(k.created_ms),
             expires_at: k.expires_ms.map(format_ms),
             revoked_at: k.revoked_ms.map(format_ms),
+            role: k.role.map(|r| r.as_str().to_owned()),
         }
     }
 }

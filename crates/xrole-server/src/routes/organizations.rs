@@ -137,6 +137,7 @@ pub fn create_org_tx(
         admin.id,
         "initial admin key",
         None,
+        None,
         now,
     )?;
     audit::record(
@@ -219,6 +220,57 @@ pub async fn get_own(
 ) -> Result<HttpResponse, ApiError> {
     let org = state
         .read(move |conn| Ok(xrole_store::orgs::get(conn, principal.org_id)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(OrganizationOut::from(&org)))
+}
+
+/// `PATCH /v1/organization` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrganization {
+    /// Let operators make destructive changes (delete a link, change its
+    /// role, tear down a database), or keep them for admins.
+    pub operators_may_destroy: bool,
+}
+
+/// Change the caller's organization's settings (admin).
+#[utoipa::path(patch, path = "/v1/organization", tag = "organizations",
+    request_body = UpdateOrganization, security(("api_key" = [])),
+    responses((status = 200, body = OrganizationOut), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 422, body = Problem), (status = 429, body = Problem)))]
+pub async fn update_own(
+    state: web::Data<AppState>,
+    crate::auth::Admin(principal): crate::auth::Admin,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = crate::body::read_json::<UpdateOrganization>(&req, payload)
+        .await?
+        .value;
+    let info = RequestInfo::from_request(&req);
+    let st = state.get_ref().clone();
+    let org = state
+        .tx(move |conn| {
+            let now = st.now_ms();
+            let org = xrole_store::orgs::set_operators_may_destroy(
+                conn,
+                principal.org_id,
+                body.operators_may_destroy,
+                now,
+            )?;
+            audit::record(
+                conn,
+                principal.org_id,
+                &principal.actor(),
+                "organization.updated",
+                Some(format!("organization:{}", principal.org_id)),
+                serde_json::json!({"operators_may_destroy": body.operators_may_destroy}),
+                Some(&info),
+                now,
+            )?;
+            Ok(org)
+        })
         .await?;
     Ok(HttpResponse::Ok().json(OrganizationOut::from(&org)))
 }

@@ -92,6 +92,22 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(out))
 }
 
+fn subtree_has_database(
+    conn: &mut Conn,
+    org: OrgId,
+    r: &xrole_store::resources::Resource,
+) -> Result<bool, ApiError> {
+    if r.kind == worker::RES_DATABASE {
+        return Ok(true);
+    }
+    for c in xrole_store::resources::children(conn, org, r.id)? {
+        if subtree_has_database(conn, org, &c)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn mark_deleting(conn: &mut Conn, org: OrgId, id: ResourceId, now: i64) -> Result<(), ApiError> {
     for c in xrole_store::resources::children(conn, org, id)? {
         mark_deleting(conn, org, c.id, now)?;
@@ -109,13 +125,12 @@ fn mark_deleting(conn: &mut Conn, org: OrgId, id: ResourceId, now: i64) -> Resul
         (status = 409, body = Problem)))]
 pub async fn delete(
     state: web::Data<AppState>,
-    principal: Principal,
+    crate::auth::Operator(principal): crate::auth::Operator,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ResourceId = path_id(&id)?;
     let cascade = query::<DeleteQuery>(&req)?.cascade.unwrap_or(false);
-    aws_runtime(&state)?;
     let info = RequestInfo::from_request(&req);
     let st = state.get_ref().clone();
     let out = state
@@ -133,6 +148,14 @@ pub async fn delete(
                     ),
                 });
             }
+            // Tearing down a database (alone or inside a VPC) destroys data:
+            // a destructive change.
+            if subtree_has_database(conn, org, &r)? {
+                principal
+                    .check_destroy(xrole_store::orgs::get(conn, org)?.operators_may_destroy)?;
+            }
+            // Checked after the role: a refusal does not depend on AWS.
+            aws_runtime(&st)?;
             let link = xrole_store::links::get(conn, org, r.link_id)?;
             if link.state != xrole_store::LinkState::Active {
                 return Err(ApiError::Conflict {

@@ -130,8 +130,16 @@ pub async fn create(
                 };
                 xrole_store::users::update(conn, org, user.id, &changes, now)?;
             }
-            let (record, key) =
-                api_keys::issue(&st, conn, org, user.id, "session", Some(now + ttl_ms), now)?;
+            let (record, key) = api_keys::issue(
+                &st,
+                conn,
+                org,
+                user.id,
+                "session",
+                Some(now + ttl_ms),
+                None,
+                now,
+            )?;
             audit::record(
                 conn,
                 org,

@@ -324,7 +324,13 @@ fn error_page(e: &ApiError) -> HttpResponse {
 async fn load(state: &AppState, principal: Principal) -> Result<Status, ApiError> {
     let st = state.clone();
     let org = principal.org_id;
-    let aws = state.aws.get().cloned();
+    // The button carries the link's callback secret: only for those who
+    // may onboard accounts (operators and admins), never for a viewer.
+    let aws = state
+        .aws
+        .get()
+        .cloned()
+        .filter(|_| principal.role.at_least(xrole_store::UserRole::Operator));
     let base = public_base(state);
     state
         .read(move |conn| {

@@ -66,21 +66,25 @@ where
     }
 }
 
-/// A role in a request body: `admin` manages users and keys.
+/// A role in a request body: `admin` > `operator` > `viewer`.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoleIn {
-    /// Manages users and keys.
+    /// Everything: users, every key, the organization's settings,
+    /// destructive changes.
     Admin,
-    /// Everything else.
-    Member,
+    /// Links, verification, provisioning, teardown of what xrole built.
+    Operator,
+    /// Reads only.
+    Viewer,
 }
 
 impl From<RoleIn> for UserRole {
     fn from(r: RoleIn) -> Self {
         match r {
             RoleIn::Admin => UserRole::Admin,
-            RoleIn::Member => UserRole::Member,
+            RoleIn::Operator => UserRole::Operator,
+            RoleIn::Viewer => UserRole::Viewer,
         }
     }
 }

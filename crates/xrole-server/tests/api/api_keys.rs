@@ -144,7 +144,9 @@ async fn key_creation_rejects_bad_input() {
 async fn members_see_and_revoke_only_their_own_keys() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@acme.example.com", "operator")
+            .await;
         let res = app
             .post("/v1/api-keys", &m.key, &json!({"name": "mine"}))
             .await;
@@ -186,7 +188,9 @@ async fn members_see_and_revoke_only_their_own_keys() {
 async fn whoami_names_the_key_its_user_and_role() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@acme.example.com", "operator")
+            .await;
         let v: Value = app
             .get("/v1/whoami", &org.admin_key)
             .await
@@ -201,7 +205,7 @@ async fn whoami_names_the_key_its_user_and_role() {
         let v: Value = app.get("/v1/whoami", &m.key).await.json().await.unwrap();
         assert_eq!(v["organization_id"], org.id.as_str());
         assert_eq!(v["user_id"], m.id.as_str());
-        assert_eq!(v["role"], "member");
+        assert_eq!(v["role"], "operator");
         assert_ne!(v["api_key_id"], org.admin_key_id.as_str());
 
         assert_problem(

@@ -138,7 +138,9 @@ async fn rate_limit_per_key_answers_429_with_retry_after() {
 async fn audit_trail_is_admin_only() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@acme.example.com", "operator")
+            .await;
         assert_problem(app.get("/v1/audit-events", &m.key).await, 403, "forbidden").await;
         let res = app
             .request(Method::GET, "/v1/audit-events", None, None)

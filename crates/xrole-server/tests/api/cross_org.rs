@@ -11,7 +11,7 @@ async fn another_orgs_ids_are_404_on_every_route() {
     each_db!(|app| {
         let a = app.create_org("Alpha").await;
         let b = app.create_org("Beta").await;
-        let a_member = app.create_user(&a, "m@alpha.example.com", "member").await;
+        let a_member = app.create_user(&a, "m@alpha.example.com", "operator").await;
         let cases = [
             (Method::GET, format!("/v1/users/{}", a_member.id), None),
             (
@@ -54,7 +54,7 @@ async fn another_orgs_ids_are_404_on_every_route() {
             .json()
             .await
             .unwrap();
-        assert_eq!(m["role"], "member");
+        assert_eq!(m["role"], "operator");
         assert_eq!(m["disabled"], false);
         // Lists show only the caller's organization.
         let users: Value = app

@@ -35,7 +35,7 @@ async fn count_users(app: &TestApp, token: &str) -> usize {
 async fn same_key_same_body_replays_the_first_response_byte_for_byte() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let body = json!({"email": "bob@acme.example.com", "role": "member"});
+        let body = json!({"email": "bob@acme.example.com", "role": "operator"});
         let first = post_with_key(&app, &org.admin_key, "k-1", &body).await;
         assert_eq!(first.status(), StatusCode::CREATED);
         let ct = first.headers().get("content-type").unwrap().clone();
@@ -128,7 +128,7 @@ async fn same_key_different_body_is_422() {
             &app,
             &org.admin_key,
             "k",
-            &json!({"email": "a@acme.example.com", "role": "member"}),
+            &json!({"email": "a@acme.example.com", "role": "operator"}),
         )
         .await;
         assert_eq!(res.status(), 201);
@@ -136,7 +136,7 @@ async fn same_key_different_body_is_422() {
             &app,
             &org.admin_key,
             "k",
-            &json!({"email": "b@acme.example.com", "role": "member"}),
+            &json!({"email": "b@acme.example.com", "role": "operator"}),
         )
         .await;
         assert_problem(res, 422, "idempotency_key_reused").await;
@@ -148,7 +148,7 @@ async fn same_key_different_body_is_422() {
 async fn malformed_idempotency_key_is_400() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let body = json!({"email": "a@acme.example.com", "role": "member"});
+        let body = json!({"email": "a@acme.example.com", "role": "operator"});
         for bad in ["", "with space", &"x".repeat(256)] {
             let res = post_with_key(&app, &org.admin_key, bad, &body).await;
             assert_problem(res, 400, "invalid_idempotency_key").await;
@@ -165,7 +165,7 @@ async fn failed_request_releases_its_key() {
             &app,
             &org.admin_key,
             "k",
-            &json!({"email": "nope", "role": "member"}),
+            &json!({"email": "nope", "role": "operator"}),
         )
         .await;
         assert_eq!(res.status(), 422);
@@ -174,7 +174,7 @@ async fn failed_request_releases_its_key() {
             &app,
             &org.admin_key,
             "k",
-            &json!({"email": "ok@acme.example.com", "role": "member"}),
+            &json!({"email": "ok@acme.example.com", "role": "operator"}),
         )
         .await;
         assert_eq!(res.status(), 201);
@@ -189,7 +189,7 @@ async fn twenty_concurrent_duplicates_have_exactly_one_effect() {
         let password = "a slow password to hash";
         app.secret(password);
         let body =
-            json!({"email": "race@acme.example.com", "role": "member", "password": password});
+            json!({"email": "race@acme.example.com", "role": "operator", "password": password});
         let futs = (0..20).map(|_| post_with_key(&app, &org.admin_key, "race", &body));
         let responses = futures::future::join_all(futs).await;
         let mut created = Vec::new();
@@ -227,7 +227,7 @@ async fn keys_expire_after_24_hours() {
             &app,
             &org.admin_key,
             "daily",
-            &json!({"email": "a@acme.example.com", "role": "member"}),
+            &json!({"email": "a@acme.example.com", "role": "operator"}),
         )
         .await;
         assert_eq!(res.status(), 201);
@@ -236,7 +236,7 @@ async fn keys_expire_after_24_hours() {
             &app,
             &org.admin_key,
             "daily",
-            &json!({"email": "b@acme.example.com", "role": "member"}),
+            &json!({"email": "b@acme.example.com", "role": "operator"}),
         )
         .await;
         assert_eq!(res.status(), 422);
@@ -245,7 +245,7 @@ async fn keys_expire_after_24_hours() {
             &app,
             &org.admin_key,
             "daily",
-            &json!({"email": "b@acme.example.com", "role": "member"}),
+            &json!({"email": "b@acme.example.com", "role": "operator"}),
         )
         .await;
         assert_eq!(res.status(), 201);
@@ -319,7 +319,7 @@ async fn required_key_missing_is_400() {
 async fn key_rotation_reseals_stored_responses() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let body = json!({"email": "bob@acme.example.com", "role": "member"});
+        let body = json!({"email": "bob@acme.example.com", "role": "operator"});
         let first = post_with_key(&app, &org.admin_key, "rotate", &body)
             .await
             .bytes()

@@ -44,7 +44,7 @@ async fn an_organization_shares_one_budget_across_all_its_keys() {
             app.secret(&token);
             keys.push(token);
         }
-        let m = app.create_user(&a, "m@acme.example.com", "member").await;
+        let m = app.create_user(&a, "m@acme.example.com", "operator").await;
         keys.push(m.key.clone());
         // 2 key creations + 1 user creation used 3 of the 10; 7 remain,
         // whichever keys spend them.
@@ -76,7 +76,9 @@ async fn repeated_login_failures_are_throttled_per_account() {
     for db in TestDb::all().unwrap() {
         let app = spawn_app_with(db, Options::default()).await;
         let org = app.create_org("Acme").await;
-        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@acme.example.com", "operator")
+            .await;
         let login = |password: &str| {
             let body = json!({"organization_id": org.id, "email": m.email, "password": password});
             let app = &app;
@@ -99,7 +101,9 @@ async fn repeated_login_failures_are_throttled_per_account() {
         assert_eq!(res.headers().get("retry-after").unwrap(), "2");
         assert_problem(res, 429, "rate_limited").await;
         // Another account of the organization is not slowed down by it.
-        let other = app.create_user(&org, "o@acme.example.com", "member").await;
+        let other = app
+            .create_user(&org, "o@acme.example.com", "operator")
+            .await;
         assert!(!other.key.is_empty());
         app.clock.advance_ms(2_000);
         let res = login(&m.password).await;
@@ -160,7 +164,9 @@ async fn anonymous_requests_do_not_flush_the_verified_key_cache() {
         .await;
         let org = app.create_org("Acme").await;
         let m = app.create_user(&org, "m@acme.example.com", "admin").await;
-        let u = app.create_user(&org, "u@acme.example.com", "member").await;
+        let u = app
+            .create_user(&org, "u@acme.example.com", "operator")
+            .await;
         // Cached by its first use.
         assert_eq!(app.get("/v1/whoami", &org.admin_key).await.status(), 200);
         // Revoked behind the server's back (another replica, say): this

@@ -12,6 +12,7 @@ mod idempotency;
 mod limits;
 mod observability;
 mod organizations;
+mod roles;
 mod sessions;
 mod status_page;
 mod users;

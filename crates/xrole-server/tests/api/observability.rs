@@ -210,7 +210,7 @@ async fn logs_contain_no_key_password_or_secret() {
     each_db!(|app| {
         let org = app.create_org("Logged").await;
         let m = app
-            .create_user(&org, "m@logged.example.com", "member")
+            .create_user(&org, "m@logged.example.com", "operator")
             .await;
         // A failed login with a password that must not be logged either.
         let wrong = "wrong-password-that-must-not-be-logged";

@@ -8,7 +8,9 @@ use crate::helpers::{assert_invalid_field, assert_problem};
 async fn login_issues_a_short_lived_key() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@acme.example.com", "operator")
+            .await;
         let res = app
             .request(
                 Method::POST,
@@ -46,9 +48,11 @@ async fn failed_logins_all_look_the_same() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
         let other = app.create_org("Other").await;
-        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@acme.example.com", "operator")
+            .await;
         // A user without a password cannot log in with any password.
-        let body = json!({"email": "nopw@acme.example.com", "role": "member"});
+        let body = json!({"email": "nopw@acme.example.com", "role": "operator"});
         assert_eq!(
             app.post("/v1/users", &org.admin_key, &body).await.status(),
             201

@@ -12,13 +12,13 @@ async fn admin_manages_users() {
             .post(
                 "/v1/users",
                 &org.admin_key,
-                &json!({"email": "Bob@Acme.example.com", "role": "member"}),
+                &json!({"email": "Bob@Acme.example.com", "role": "operator"}),
             )
             .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let bob: Value = res.json().await.unwrap();
         assert_eq!(bob["email"], "bob@acme.example.com");
-        assert_eq!(bob["role"], "member");
+        assert_eq!(bob["role"], "operator");
         assert_eq!(bob["disabled"], false);
         assert_eq!(bob["has_password"], false);
         let id = bob["id"].as_str().unwrap();
@@ -82,7 +82,7 @@ async fn admin_manages_users() {
             .post(
                 "/v1/users",
                 &org.admin_key,
-                &json!({"email": "bob@acme.example.com", "role": "member"}),
+                &json!({"email": "bob@acme.example.com", "role": "operator"}),
             )
             .await;
         assert_eq!(res.status(), StatusCode::CREATED);
@@ -106,7 +106,9 @@ async fn admin_manages_users() {
 async fn deleting_a_user_revokes_their_keys_at_once() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@acme.example.com", "operator")
+            .await;
         assert_eq!(
             app.get("/v1/organization", &m.key).await.status(),
             StatusCode::OK
@@ -140,7 +142,9 @@ async fn deleting_a_user_revokes_their_keys_at_once() {
 async fn disabled_user_keys_stop_working_and_come_back() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@acme.example.com", "operator")
+            .await;
         let path = format!("/v1/users/{}", m.id);
         app.patch(&path, &org.admin_key, &json!({"disabled": true}))
             .await;
@@ -156,11 +160,11 @@ async fn user_routes_reject_bad_input() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
         for (field, body) in [
-            ("email", json!({"email": "nope", "role": "member"})),
-            ("email", json!({"email": "", "role": "member"})),
+            ("email", json!({"email": "nope", "role": "operator"})),
+            ("email", json!({"email": "", "role": "operator"})),
             (
                 "password",
-                json!({"email": "p@acme.example.com", "role": "member", "password": "short"}),
+                json!({"email": "p@acme.example.com", "role": "operator", "password": "short"}),
             ),
         ] {
             assert_invalid_field(app.post("/v1/users", &org.admin_key, &body).await, field).await;
@@ -168,8 +172,8 @@ async fn user_routes_reject_bad_input() {
         for body in [
             json!({"email": "r@acme.example.com", "role": "owner"}),
             json!({"email": "r@acme.example.com"}),
-            json!({"email": 7, "role": "member"}),
-            json!({"email": "r@acme.example.com", "role": "member", "extra": 1}),
+            json!({"email": 7, "role": "operator"}),
+            json!({"email": "r@acme.example.com", "role": "operator", "extra": 1}),
         ] {
             assert_problem(
                 app.post("/v1/users", &org.admin_key, &body).await,
@@ -178,7 +182,7 @@ async fn user_routes_reject_bad_input() {
             )
             .await;
         }
-        let dup = json!({"email": "admin@acme.example.com", "role": "member"});
+        let dup = json!({"email": "admin@acme.example.com", "role": "operator"});
         assert_problem(
             app.post("/v1/users", &org.admin_key, &dup).await,
             409,
@@ -186,7 +190,9 @@ async fn user_routes_reject_bad_input() {
         )
         .await;
 
-        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@acme.example.com", "operator")
+            .await;
         let path = format!("/v1/users/{}", m.id);
         assert_invalid_field(app.patch(&path, &org.admin_key, &json!({})).await, "role").await;
         assert_problem(
@@ -206,7 +212,7 @@ async fn user_routes_reject_bad_input() {
         // Admins cannot lock themselves out.
         let me = format!("/v1/users/{}", org.admin_id);
         assert_problem(
-            app.patch(&me, &org.admin_key, &json!({"role": "member"}))
+            app.patch(&me, &org.admin_key, &json!({"role": "operator"}))
                 .await,
             409,
             "cannot_modify_self",
@@ -241,7 +247,9 @@ async fn user_routes_reject_bad_input() {
 async fn members_read_but_cannot_manage_users() {
     each_db!(|app| {
         let org = app.create_org("Acme").await;
-        let m = app.create_user(&org, "m@acme.example.com", "member").await;
+        let m = app
+            .create_user(&org, "m@acme.example.com", "operator")
+            .await;
         assert_eq!(app.get("/v1/users", &m.key).await.status(), StatusCode::OK);
         assert_eq!(
             app.get(&format!("/v1/users/{}", org.admin_id), &m.key)
@@ -268,7 +276,7 @@ async fn members_read_but_cannot_manage_users() {
             (Method::DELETE, admin.clone()),
         ] {
             let res = app
-                .request(method, &path, None, Some(&json!({"role": "member"})))
+                .request(method, &path, None, Some(&json!({"role": "operator"})))
                 .await;
             assert_problem(res, 401, "unauthenticated").await;
         }
@@ -281,7 +289,7 @@ async fn user_list_is_cursor_paginated() {
         let org = app.create_org("Acme").await;
         for i in 0..4 {
             app.clock.advance_ms(1);
-            let body = json!({"email": format!("u{i}@acme.example.com"), "role": "member"});
+            let body = json!({"email": format!("u{i}@acme.example.com"), "role": "operator"});
             assert_eq!(
                 app.post("/v1/users", &org.admin_key, &body).await.status(),
                 201

@@ -252,3 +252,63 @@ fn organizations_take_turns_and_a_flood_is_capped() {
         Ok(())
     });
 }
+
+#[test]
+fn two_admins_demoting_each_other_at_once_leave_one_admin() {
+    use xrole_store::users::{NewUser, UserChanges};
+    use xrole_store::{Email, UserRole, users};
+    each_backend(|db, conn| {
+        let pool = pool(db.url(), 4)?;
+        for round in 0..20 {
+            let org = org(conn, &format!("acme{round}"));
+            let mk = |conn: &mut xrole_store::Conn, name: &str| {
+                let email: Email = format!("{name}@acme.example.com").parse().unwrap();
+                users::create(
+                    conn,
+                    org,
+                    &NewUser {
+                        email: &email,
+                        display_name: name,
+                        role: UserRole::Admin,
+                        password_hash: None,
+                    },
+                    T0,
+                )
+                .unwrap()
+                .id
+            };
+            let (a, b) = (mk(conn, "a"), mk(conn, "b"));
+            let start = Arc::new(Barrier::new(2));
+            let outcomes: Vec<bool> = [(a, b), (b, a)]
+                .into_iter()
+                .map(|(_, target)| {
+                    let pool = pool.clone();
+                    let start = start.clone();
+                    std::thread::spawn(move || {
+                        let mut c = pool.get().unwrap();
+                        start.wait();
+                        let demote = UserChanges {
+                            role: Some(UserRole::Operator),
+                            ..Default::default()
+                        };
+                        // Each demotion in its own write transaction, as a
+                        // request makes it.
+                        match xrole_store::write_transaction(&mut c, |c| {
+                            users::update(c, org, target, &demote, T0 + 1)
+                        }) {
+                            Ok(_) => true,
+                            Err(Error::LastAdmin) => false,
+                            Err(e) => panic!("{e}"),
+                        }
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 1, "{outcomes:?}");
+            assert_eq!(users::count_admins(conn, org)?, 1);
+        }
+        Ok(())
+    });
+}

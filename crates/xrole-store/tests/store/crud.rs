@@ -80,7 +80,7 @@ fn users_crud() {
         let new = NewUser {
             email: &email,
             display_name: "Ada",
-            role: UserRole::Admin,
+            role: UserRole::Operator,
             password_hash: Some("$argon2id$x"),
         };
         let ada = users::create(conn, org, &new, T0)?;
@@ -100,14 +100,14 @@ fn users_crud() {
         assert_eq!(cands[0].1.as_deref(), Some("$argon2id$x"));
 
         let changes = UserChanges {
-            role: Some(UserRole::Member),
+            role: Some(UserRole::Viewer),
             disabled: Some(true),
             password_hash: Some(None),
             display_name: Some("Ada L."),
             ..Default::default()
         };
         let changed = users::update(conn, org, ada.id, &changes, T0 + 5)?;
-        assert_eq!(changed.role, UserRole::Member);
+        assert_eq!(changed.role, UserRole::Viewer);
         assert!(changed.disabled && !changed.has_password);
         assert_eq!(changed.display_name, "Ada L.");
         assert_eq!(changed.updated_ms, T0 + 5);
@@ -121,7 +121,7 @@ fn users_crud() {
                 &NewUser {
                     email: &e,
                     display_name: "u",
-                    role: UserRole::Member,
+                    role: UserRole::Operator,
                     password_hash: None,
                 },
                 T0 + 1 + i,
@@ -155,7 +155,7 @@ fn api_keys_crud() {
             &NewUser {
                 email: &email,
                 display_name: "Ops",
-                role: UserRole::Admin,
+                role: UserRole::Operator,
                 password_hash: None,
             },
             T0,
@@ -169,6 +169,7 @@ fn api_keys_crud() {
             name: "ci",
             owner: Some(owner.id),
             expires_ms: Some(T0 + 1000),
+            role: None,
         };
         let key = api_keys::create(conn, org, &new, T0)?;
         assert_eq!(key.owner, Some(owner.id));
@@ -217,6 +218,7 @@ fn api_keys_crud() {
                 name: "x",
                 owner: Some(owner.id),
                 expires_ms: None,
+                role: None,
             },
             T0,
         )?;
@@ -868,7 +870,7 @@ fn api_key_authentication() {
             &NewUser {
                 email: &email,
                 display_name: "Bot",
-                role: UserRole::Member,
+                role: UserRole::Operator,
                 password_hash: None,
             },
             T0,
@@ -880,6 +882,7 @@ fn api_key_authentication() {
             name: "bot",
             owner: Some(owner.id),
             expires_ms: Some(T0 + 100),
+            role: None,
         };
         let key = api_keys::create(conn, org, &new, T0)?;
         let ok = api_keys::authenticate(conn, &hasher, &token, T0 + 1)?.unwrap();
@@ -1096,6 +1099,7 @@ fn deleting_an_organization_removes_its_tenant_data() {
                 name: "k",
                 owner: Some(user.id),
                 expires_ms: None,
+                role: None,
             },
             T0,
         )?;
@@ -1296,6 +1300,69 @@ fn a_deferred_job_waits_without_spending_an_attempt() {
         let c = jobs::claim(conn, "w", 30_000, T0 + 5_000)?.unwrap();
         jobs::complete(conn, &c.lease, &json!({}), T0 + 5_001)?;
         assert_eq!(jobs::get(conn, org, job.id)?.state, JobState::Succeeded);
+        Ok(())
+    });
+}
+
+#[test]
+fn the_last_enabled_admin_can_be_neither_demoted_disabled_nor_deleted() {
+    each_backend(|_, conn| {
+        let org = org(conn, "acme");
+        let mk = |conn: &mut Conn, name: &str, role| {
+            let email: Email = format!("{name}@acme.example.com").parse().unwrap();
+            users::create(
+                conn,
+                org,
+                &NewUser {
+                    email: &email,
+                    display_name: name,
+                    role,
+                    password_hash: None,
+                },
+                T0,
+            )
+        };
+        let admin = mk(conn, "a", UserRole::Admin)?.id;
+        let viewer = mk(conn, "v", UserRole::Viewer)?.id;
+        let demote = UserChanges {
+            role: Some(UserRole::Operator),
+            ..Default::default()
+        };
+        let disable = UserChanges {
+            disabled: Some(true),
+            ..Default::default()
+        };
+        for changes in [&demote, &disable] {
+            assert!(matches!(
+                users::update(conn, org, admin, changes, T0 + 1),
+                Err(Error::LastAdmin)
+            ));
+        }
+        assert!(matches!(
+            users::delete(conn, org, admin),
+            Err(Error::LastAdmin)
+        ));
+        let a = users::get(conn, org, admin)?;
+        assert_eq!((a.role, a.disabled), (UserRole::Admin, false));
+        // With a second admin, either may go.
+        let promote = UserChanges {
+            role: Some(UserRole::Admin),
+            ..Default::default()
+        };
+        users::update(conn, org, viewer, &promote, T0 + 2)?;
+        users::update(conn, org, admin, &disable, T0 + 3)?;
+        // A disabled admin does not count: the other is the last one now.
+        assert!(matches!(
+            users::delete(conn, org, viewer),
+            Err(Error::LastAdmin)
+        ));
+        assert_eq!(users::count_admins(conn, org)?, 1);
+        // Changes that touch neither role nor status are not checked.
+        let rename = UserChanges {
+            display_name: Some("Vee"),
+            ..Default::default()
+        };
+        users::update(conn, org, viewer, &rename, T0 + 4)?;
         Ok(())
     });
 }

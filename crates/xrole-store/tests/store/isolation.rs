@@ -56,6 +56,7 @@ fn org_b_never_reads_or_changes_org_a_rows() {
                 name: "k",
                 owner: Some(user.id),
                 expires_ms: None,
+                role: None,
             },
             T0,
         )?;
@@ -144,6 +145,7 @@ fn org_b_never_reads_or_changes_org_a_rows() {
                 name: "k",
                 owner: Some(user.id),
                 expires_ms: None,
+                role: None,
             },
             T0,
         ));

@@ -128,7 +128,7 @@ fn duplicate_email_key_id_and_resource_are_refused() {
         let new = NewUser {
             email: &email,
             display_name: "Ada",
-            role: UserRole::Member,
+            role: UserRole::Operator,
             password_hash: None,
         };
         users::create(conn, a, &new, T0)?;
@@ -145,6 +145,7 @@ fn duplicate_email_key_id_and_resource_are_refused() {
             name: "k",
             owner: None,
             expires_ms: None,
+            role: None,
         };
         api_keys::create(conn, a, &key, T0)?;
         assert!(matches!(
