@@ -16,6 +16,23 @@ pub fn migrate(database_url: &str) -> Result<Vec<String>, StartError> {
     Ok(xrole_store::run_migrations(&mut conn)?)
 }
 
+/// The servers that reported their keyring's primary key recently (see
+/// [`crate::keyring_watch`]).
+pub fn live_keyring_instances(
+    database_url: &str,
+) -> Result<Vec<xrole_store::keyring_instances::Instance>, StartError> {
+    let mut conn = xrole_store::connect(database_url)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let window = i64::try_from(crate::keyring_watch::LIVE_WITHIN.as_millis()).unwrap_or(30_000);
+    Ok(xrole_store::keyring_instances::live(
+        &mut conn,
+        now - window,
+    )?)
+}
+
 /// Progress of [`reseal_all`], reported after every batch.
 #[derive(Debug, Clone, Copy)]
 pub struct ResealProgress {

@@ -75,6 +75,8 @@ pub struct Config {
     pub public_url: Option<url::Url>,
     /// Bearer token allowed to create organizations.
     pub operator_token: Option<SecretString>,
+    /// Bearer token `GET /metrics` requires; open without one.
+    pub metrics_token: Option<SecretString>,
     /// Where the keyring comes from; `None` refuses to start unless `--dev`.
     pub keyring: Option<KeyringSource>,
     /// Whether anyone may create an organization without the operator token.
@@ -91,6 +93,9 @@ pub struct Config {
     /// Password verifications (argon2id, 19 MiB each) running at once;
     /// further logins answer 429 at once.
     pub login_concurrency: usize,
+    /// How often a running server checks its keyring file for changes
+    /// (it reloads it at once on `SIGHUP`), in seconds.
+    pub keyring_reload_secs: u64,
     /// Largest accepted request body in bytes; bigger bodies get 413.
     pub max_body_bytes: usize,
     /// Seconds a request body may take to arrive once its head is read;
@@ -112,6 +117,7 @@ impl Default for Config {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             public_url: None,
             operator_token: None,
+            metrics_token: None,
             keyring: None,
             signup_open: false,
             rate_limit: RateLimit {
@@ -125,6 +131,7 @@ impl Default for Config {
             workers: 32,
             jobs_per_org: 4,
             login_concurrency: 4,
+            keyring_reload_secs: 2,
             max_body_bytes: 64 * 1024,
             body_timeout_secs: 10,
             session_ttl_secs: 3600,
@@ -141,6 +148,7 @@ struct FileConfig {
     database_url: Option<String>,
     public_url: Option<String>,
     operator_token: Option<String>,
+    metrics_token: Option<String>,
     keyring: Option<String>,
     keyring_file: Option<PathBuf>,
     signup_open: Option<bool>,
@@ -151,6 +159,7 @@ struct FileConfig {
     workers: Option<usize>,
     jobs_per_org: Option<u32>,
     login_concurrency: Option<usize>,
+    keyring_reload_secs: Option<u64>,
     max_body_bytes: Option<usize>,
     body_timeout_secs: Option<u64>,
     session_ttl_secs: Option<i64>,
@@ -205,6 +214,15 @@ impl Config {
                 ));
             }
             c.operator_token = Some(SecretString::new(v));
+        }
+        if let Some(v) = pick("XROLE_METRICS_TOKEN", fc.metrics_token) {
+            if v.len() < 16 {
+                return Err(invalid(
+                    "XROLE_METRICS_TOKEN",
+                    "must be at least 16 characters",
+                ));
+            }
+            c.metrics_token = Some(SecretString::new(v));
         }
         let inline = pick("XROLE_KEYRING", fc.keyring);
         let file = env("XROLE_KEYRING_FILE")
@@ -297,6 +315,16 @@ impl Config {
         }
         if !(1..=256).contains(&c.login_concurrency) {
             return Err(invalid("XROLE_LOGIN_CONCURRENCY", "must be 1 to 256"));
+        }
+        if let Some(v) = env("XROLE_KEYRING_RELOAD_SECONDS") {
+            c.keyring_reload_secs = v
+                .parse()
+                .map_err(|e| invalid("XROLE_KEYRING_RELOAD_SECONDS", e))?;
+        } else if let Some(v) = fc.keyring_reload_secs {
+            c.keyring_reload_secs = v;
+        }
+        if !(1..=3600).contains(&c.keyring_reload_secs) {
+            return Err(invalid("XROLE_KEYRING_RELOAD_SECONDS", "must be 1 to 3600"));
         }
         if let Some(v) = env("XROLE_MAX_BODY_BYTES") {
             c.max_body_bytes = v.parse().map_err(|e| invalid("XROLE_MAX_BODY_BYTES", e))?;
@@ -434,6 +462,8 @@ mod tests {
             ("XROLE_SIGNUP_OPEN", "maybe"),
             ("XROLE_RATE_LIMIT_BURST", "0"),
             ("XROLE_OPERATOR_TOKEN", "short"),
+            ("XROLE_METRICS_TOKEN", "short"),
+            ("XROLE_KEYRING_RELOAD_SECONDS", "0"),
             ("XROLE_AUTH_CACHE_MS", "60001"),
             ("XROLE_AUTH_CACHE_MS", "-1"),
         ] {

@@ -155,7 +155,7 @@ pub async fn begin(
                 &aad_row,
             );
             let body = state
-                .keyring
+                .keyring()
                 .open_owned(stored.body, &aad)
                 .map_err(ApiError::internal)?;
             let status = StatusCode::from_u16(stored.status).map_err(ApiError::internal)?;
@@ -187,7 +187,7 @@ pub fn respond<T: Serialize>(
             &lock.aad_row,
         );
         let sealed = state
-            .keyring
+            .keyring()
             .seal(&body, &aad)
             .map_err(ApiError::internal)?;
         let stored = xrole_store::idempotency::StoredResponse {

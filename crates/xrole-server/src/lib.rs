@@ -11,6 +11,7 @@ pub mod error;
 pub mod idempotency;
 pub mod idempotency_key;
 pub mod journal;
+pub mod keyring_watch;
 pub mod link_flow;
 pub mod login;
 pub mod metrics;

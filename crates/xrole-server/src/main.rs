@@ -5,13 +5,14 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use xrole_crypto::Keyring;
 use xrole_server::aws_env::{self, AwsSide};
 use xrole_server::config::{self, Config, KeyringOrigin, KeyringSource, LogFormat};
-use xrole_server::{SystemClock, admin};
+use xrole_server::{SystemClock, admin, keyring_watch};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -264,6 +265,13 @@ async fn serve(mut config: Config, dev: bool, format: LogFormat) -> anyhow::Resu
     config.listen = listen;
     let database = redact_url(&config.database_url);
     let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
+    let instance = keyring_watch::instance_name();
+    let watch = keyring_watch::spawn(
+        state.clone(),
+        instance.clone(),
+        keyring_file(&origin),
+        Duration::from_secs(state.config.keyring_reload_secs),
+    );
     tracing::info!(%listen, %database, "xrole listening");
     // actix stops accepting on SIGTERM/SIGINT and drains in-flight requests.
     // Without an AWS identity the API still serves tenants and keys; the AWS
@@ -287,19 +295,38 @@ async fn serve(mut config: Config, dev: bool, format: LogFormat) -> anyhow::Resu
         tracing::info!(workers = state.config.workers, "job workers started");
         xrole_server::worker::WorkerPool::spawn(state.clone(), aws, state.config.workers)
     });
-    xrole_server::run(listener, state)?.await?;
+    xrole_server::run(listener, state.clone())?.await?;
     if let Some(w) = workers {
         w.shutdown().await;
     }
+    watch.abort();
+    keyring_watch::forget(&state, &instance).await;
     tracing::info!("xrole stopped");
     Ok(())
 }
 
+/// The keyring file a running process follows, if its keyring has one.
+fn keyring_file(origin: &KeyringOrigin) -> Option<PathBuf> {
+    match origin {
+        KeyringOrigin::File(p) | KeyringOrigin::DevCreated(p) | KeyringOrigin::DevExisting(p) => {
+            Some(p.clone())
+        }
+        _ => None,
+    }
+}
+
 /// `xrole worker`: job workers until SIGTERM/SIGINT.
 async fn worker(config: Config, dev: bool) -> anyhow::Result<()> {
-    let (keyring, _) = config::load_keyring(config.keyring.as_ref(), dev)?;
+    let (keyring, origin) = config::load_keyring(config.keyring.as_ref(), dev)?;
     let count = config.workers.max(1);
     let state = xrole_server::open_state(config, Arc::new(keyring), Arc::new(SystemClock))?;
+    let instance = keyring_watch::instance_name();
+    let watch = keyring_watch::spawn(
+        state.clone(),
+        instance.clone(),
+        keyring_file(&origin),
+        Duration::from_secs(state.config.keyring_reload_secs),
+    );
     let imds = aws_env::imds_allowed(dev, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
     let aws = match aws_env::start(imds).await {
         AwsSide::Ready(aws) => aws,
@@ -312,7 +339,7 @@ async fn worker(config: Config, dev: bool) -> anyhow::Result<()> {
         _ => anyhow::bail!("no AWS side"),
     };
     xrole_server::link_flow::install(&state, aws.clone());
-    let workers = xrole_server::worker::WorkerPool::spawn(state, aws, count);
+    let workers = xrole_server::worker::WorkerPool::spawn(state.clone(), aws, count);
     tracing::info!(workers = count, "xrole worker running");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -321,6 +348,8 @@ async fn worker(config: Config, dev: bool) -> anyhow::Result<()> {
     }
     tracing::info!("stopping: letting running jobs finish");
     workers.shutdown().await;
+    watch.abort();
+    keyring_watch::forget(&state, &instance).await;
     Ok(())
 }
 
@@ -375,9 +404,15 @@ fn keys(config: Config, dev: bool, command: KeysCommand) -> anyhow::Result<()> {
                 "key {new} added and promoted; keyring saved to {}",
                 path.display()
             );
+            if retire_old {
+                // Running servers must seal with the new key before the old
+                // ones go, or what they seal meanwhile becomes unreadable.
+                wait_for_servers(&config.database_url, new)?;
+            }
             reseal(&config.database_url, &k)?;
             if retire_old {
                 for id in old {
+                    refuse_if_primary_somewhere(&config.database_url, id)?;
                     k.retire(id)?;
                     println!("retired key {id}");
                 }
@@ -427,13 +462,57 @@ fn keys(config: Config, dev: bool, command: KeysCommand) -> anyhow::Result<()> {
                 id != k.primary_key_id(),
                 "key {id} is the primary; promote another key first"
             );
+            refuse_if_primary_somewhere(&config.database_url, id)?;
             // Nothing may stay sealed under the key once it is gone.
             reseal(&config.database_url, &k)?;
+            refuse_if_primary_somewhere(&config.database_url, id)?;
             k.retire(id)?;
             k.write_file(&path)?;
             println!("retired key {id}; keyring saved to {}", path.display());
             Ok(())
         }
+    }
+}
+
+/// Fails while a running server seals with key `id`.
+fn refuse_if_primary_somewhere(database_url: &str, id: u32) -> anyhow::Result<()> {
+    let using: Vec<String> = admin::live_keyring_instances(database_url)?
+        .into_iter()
+        .filter(|i| i.primary_key_id == id)
+        .map(|i| i.instance)
+        .collect();
+    anyhow::ensure!(
+        using.is_empty(),
+        "key {id} is still the primary key of running server(s) {}: they reload the keyring \
+         file within seconds of a change (or at once on SIGHUP); retire it once they have",
+        using.join(", ")
+    );
+    Ok(())
+}
+
+/// Waits (up to a minute) until every running server seals with key `id`.
+fn wait_for_servers(database_url: &str, id: u32) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let behind: Vec<String> = admin::live_keyring_instances(database_url)?
+            .into_iter()
+            .filter(|i| i.primary_key_id != id)
+            .map(|i| format!("{} (key {})", i.instance, i.primary_key_id))
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "not retiring the old keys: running server(s) {} still seal with them after a \
+             minute; check that they read the same keyring file, then run `xrole keys retire`",
+            behind.join(", ")
+        );
+        println!(
+            "waiting for {} running server(s) to reload the keyring",
+            behind.len()
+        );
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 

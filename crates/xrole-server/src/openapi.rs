@@ -83,6 +83,17 @@ impl Modify for BearerAuth {
             ),
         );
         components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The configured XROLE_METRICS_TOKEN (GET /metrics is open without one)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "operator_token",
             SecurityScheme::Http(
                 HttpBuilder::new()

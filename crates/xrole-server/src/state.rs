@@ -23,8 +23,9 @@ pub struct Inner {
     pub config: Config,
     /// The database pool.
     pub pool: Pool,
-    /// Seals and opens secret columns.
-    pub keyring: Arc<Keyring>,
+    /// Seals and opens secret columns; reloaded when its file changes
+    /// ([`AppState::keyring`]).
+    keyring: crate::keyring_watch::KeyringCell,
     /// Hashes API key secrets with the keyring's pepper.
     pub hasher: Arc<ApiKeyHasher>,
     /// The injected clock.
@@ -93,7 +94,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             config,
             pool,
-            keyring,
+            keyring: crate::keyring_watch::KeyringCell::new(keyring),
             hasher,
             clock,
             limiter,
@@ -106,6 +107,17 @@ impl AppState {
             db_gate,
             inline_reads,
         }))
+    }
+
+    /// The keyring as it is now: seal and open with it, and do not keep it
+    /// beyond the operation (a reload may replace it).
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.get()
+    }
+
+    /// The replaceable keyring itself (for the reloader).
+    pub fn keyring_cell(&self) -> &crate::keyring_watch::KeyringCell {
+        &self.keyring
     }
 
     /// Call after a committed write that revokes a key or changes a user or

@@ -595,7 +595,7 @@ struct Access {
 }
 
 async fn access(state: &AppState, org: OrgId, link: LinkId) -> Result<Access, JobError> {
-    let keyring = state.keyring.clone();
+    let keyring = state.keyring();
     let (link, external_id) = db(state, move |conn| {
         let l = xrole_store::links::get(conn, org, link)?;
         let ext = xrole_store::links::reveal_external_id(conn, &keyring, org, link)?;

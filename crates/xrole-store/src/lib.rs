@@ -6,6 +6,7 @@ mod backend;
 mod error;
 pub mod idempotency;
 pub mod jobs;
+pub mod keyring_instances;
 pub mod links;
 pub mod orgs;
 pub mod resources;

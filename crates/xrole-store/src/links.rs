@@ -341,15 +341,16 @@ pub fn reveal_external_id(
 }
 
 /// A link of `org` with its External ID in clear, in one read (what the
-/// API shows the link's owner).
+/// API shows the link's owner); `None` when the keyring cannot open it (a
+/// key retired too early): the link is still shown, and says so.
 pub fn get_revealed(
     conn: &mut Conn,
     keyring: &Keyring,
     org: OrgId,
     id: LinkId,
-) -> Result<(Link, ExternalId)> {
+) -> Result<(Link, Option<ExternalId>)> {
     let row = load(conn, org, id)?;
-    let ext = open_external_id(keyring, &row)?;
+    let ext = open_external_id(keyring, &row).ok();
     Ok((row.try_into()?, ext))
 }
 
@@ -576,15 +577,17 @@ pub fn list(conn: &mut Conn, org: OrgId, page: &PageRequest) -> Result<Page<Link
     page_of(conn, org, page, Link::try_from)
 }
 
-/// [`list`] with each link's External ID in clear, from the same read.
+/// [`list`] with each link's External ID in clear, from the same read;
+/// `None` for a link whose External ID the keyring cannot open: one such
+/// row never hides the others.
 pub fn list_revealed(
     conn: &mut Conn,
     keyring: &Keyring,
     org: OrgId,
     page: &PageRequest,
-) -> Result<Page<(Link, ExternalId)>> {
+) -> Result<Page<(Link, Option<ExternalId>)>> {
     page_of(conn, org, page, |r| {
-        let ext = open_external_id(keyring, &r)?;
+        let ext = open_external_id(keyring, &r).ok();
         Ok((Link::try_from(r)?, ext))
     })
 }

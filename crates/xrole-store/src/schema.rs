@@ -101,6 +101,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    keyring_instances (instance) {
+        instance -> Text,
+        primary_key_id -> BigInt,
+        seen_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     job_org_turns (org_id) {
         org_id -> Text,
         last_claim_ms -> BigInt,
@@ -180,6 +188,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     job_org_turns,
     job_steps,
+    keyring_instances,
     resources,
     idempotency_records,
     audit_events,

@@ -59,8 +59,13 @@ pub struct LinkOut {
     pub access_level: String,
     /// The region the stack reported (or the one asked for).
     pub region: Option<String>,
-    /// The External ID the role's trust policy must require.
-    pub external_id: String,
+    /// The External ID the role's trust policy must require (`null` when
+    /// this server's keyring cannot open it: see `keyring_error`).
+    pub external_id: Option<String>,
+    /// Set when the link's sealed values cannot be opened with this
+    /// server's keyring (a key retired while still in use): the link is
+    /// listed, its secrets are not.
+    pub keyring_error: Option<String>,
     /// The CloudFormation stack that reported.
     pub stack_id: Option<String>,
     /// The last callback (RFC 3339).
@@ -85,8 +90,8 @@ pub struct LinkOut {
 }
 
 impl LinkOut {
-    /// From a store link and its External ID.
-    pub fn new(l: &xrole_store::links::Link, external_id: &ExternalId) -> Self {
+    /// From a store link and its External ID (`None`: not openable).
+    pub fn new(l: &xrole_store::links::Link, external_id: Option<&ExternalId>) -> Self {
         LinkOut {
             id: l.id.to_string(),
             name: l.name.clone(),
@@ -95,7 +100,12 @@ impl LinkOut {
             role_arn: l.role_arn.clone(),
             access_level: l.access_level.as_str().to_owned(),
             region: l.region.clone(),
-            external_id: external_id.as_str().to_owned(),
+            external_id: external_id.map(|e| e.as_str().to_owned()),
+            keyring_error: external_id.is_none().then(|| {
+                "this link's sealed values cannot be opened with the server's keyring: \
+                 was a key retired while still in use? Restore it to read them"
+                    .to_owned()
+            }),
             stack_id: l.stack_id.clone(),
             last_callback_at: l.last_callback_ms.map(format_ms),
             last_verified_at: l.last_verified_ms.map(format_ms),
@@ -328,7 +338,7 @@ pub async fn create(
                     callback_secret: &secret,
                     callback_secret_expires_ms: expires,
                 };
-                let link = xrole_store::links::create(conn, &st.keyring, org, &new, now)?;
+                let link = xrole_store::links::create(conn, &st.keyring(), org, &new, now)?;
                 let link = xrole_store::links::update(
                     conn,
                     org,
@@ -361,7 +371,7 @@ pub async fn create(
                     secret.expose_secret(),
                 );
                 let out = CreatedLink {
-                    link: LinkOut::new(&link, &external_id),
+                    link: LinkOut::new(&link, Some(&external_id)),
                     onboarding: OnboardingOut {
                         quick_create_url: o.quick_create_url,
                         template_url: o.template_url,
@@ -396,8 +406,10 @@ pub async fn list(
     let org = principal.org_id;
     let out = state
         .read(move |conn| {
-            let p = xrole_store::links::list_revealed(conn, &st.keyring, org, &page)?;
-            Ok(Page::from_store(&p, |(l, ext)| LinkOut::new(l, ext)))
+            let p = xrole_store::links::list_revealed(conn, &st.keyring(), org, &page)?;
+            Ok(Page::from_store(&p, |(l, ext)| {
+                LinkOut::new(l, ext.as_ref())
+            }))
         })
         .await?;
     Ok(HttpResponse::Ok().json(out))
@@ -417,8 +429,8 @@ pub async fn get(
     let org = principal.org_id;
     let out = state
         .read(move |conn| {
-            let (l, ext) = xrole_store::links::get_revealed(conn, &st.keyring, org, id)?;
-            Ok(LinkOut::new(&l, &ext))
+            let (l, ext) = xrole_store::links::get_revealed(conn, &st.keyring(), org, id)?;
+            Ok(LinkOut::new(&l, ext.as_ref()))
         })
         .await?;
     Ok(HttpResponse::Ok().json(out))

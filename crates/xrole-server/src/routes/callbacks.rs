@@ -121,7 +121,7 @@ pub async fn cloudformation(
                 let org =
                     xrole_store::links::org_of_link(conn, link_id)?.ok_or_else(unauthorized)?;
                 let secret =
-                    xrole_store::links::reveal_callback_secret(conn, &st.keyring, org, link_id)?;
+                    xrole_store::links::reveal_callback_secret(conn, &st.keyring(), org, link_id)?;
                 secret
                     .verify(&msg_id, &timestamp, &signatures, &raw, now_time)
                     .map_err(|e| {

@@ -75,13 +75,26 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     }))
 }
 
-/// Prometheus metrics in the text exposition format.
+/// Prometheus metrics in the text exposition format. With
+/// `XROLE_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>`.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
+    security((), ("metrics_token" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "XROLE_METRICS_TOKEN is set and the request does not carry it",
+            body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn metrics(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, crate::error::ApiError> {
+    if let Some(token) = &state.config.metrics_token {
+        let given = crate::auth::bearer(&req).unwrap_or_default();
+        if !xrole_crypto::constant_time_eq(token.expose_secret().as_bytes(), given.as_bytes()) {
+            return Err(crate::error::ApiError::Unauthenticated);
+        }
+    }
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(state.metrics.render()))
 }
 
 /// This API's OpenAPI 3.1 document.

@@ -349,13 +349,13 @@ async fn load(state: &AppState, principal: Principal) -> Result<Status, ApiError
                     {
                         let ext = xrole_store::links::reveal_external_id(
                             conn,
-                            &st.keyring,
+                            &st.keyring(),
                             org,
                             link.id,
                         )?;
                         let secret = xrole_store::links::reveal_callback_secret(
                             conn,
-                            &st.keyring,
+                            &st.keyring(),
                             org,
                             link.id,
                         )?;

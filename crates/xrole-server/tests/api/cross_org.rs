@@ -100,3 +100,66 @@ async fn another_orgs_ids_are_404_on_every_route() {
         );
     });
 }
+
+#[tokio::test]
+async fn a_link_whose_secrets_cannot_be_opened_is_listed_with_an_error_not_a_500() {
+    crate::each_db!(|app| {
+        let org = app.create_org("Acme").await;
+        let org_id = org.id.parse().unwrap();
+        // One link sealed with the server's keyring, one with a keyring the
+        // server does not have (a key retired while still in use).
+        let mut conn = app.state.pool.get().unwrap();
+        let mk = |conn: &mut xrole_store::Conn, keyring: &xrole_crypto::Keyring, name: &str| {
+            let ext = xrole_crypto::ExternalId::generate();
+            let secret = xrole_crypto::WebhookSecret::generate();
+            xrole_store::links::create(
+                conn,
+                keyring,
+                org_id,
+                &xrole_store::links::NewLink {
+                    name,
+                    aws_account_id: "",
+                    access_level: xrole_store::AccessLevel::ReadOnly,
+                    external_id: &ext,
+                    callback_secret: &secret,
+                    callback_secret_expires_ms: crate::helpers::T0 + 1000,
+                },
+                crate::helpers::T0,
+            )
+            .unwrap()
+            .id
+        };
+        let good = mk(&mut conn, &app.state.keyring(), "good");
+        let lost = mk(
+            &mut conn,
+            &xrole_crypto::Keyring::generate().unwrap(),
+            "lost",
+        );
+        drop(conn);
+        let res = app.get("/v1/aws-accounts", &org.admin_key).await;
+        assert_eq!(res.status(), 200);
+        let v: serde_json::Value = res.json().await.unwrap();
+        let data = v["data"].as_array().unwrap();
+        assert_eq!(data.len(), 2);
+        for l in data {
+            if l["id"] == good.to_string() {
+                assert!(
+                    l["external_id"].is_string() && l["keyring_error"].is_null(),
+                    "{l}"
+                );
+            } else {
+                assert!(l["external_id"].is_null(), "{l}");
+                assert!(
+                    l["keyring_error"].as_str().unwrap().contains("keyring"),
+                    "{l}"
+                );
+            }
+        }
+        let one = app
+            .get(&format!("/v1/aws-accounts/{lost}"), &org.admin_key)
+            .await;
+        assert_eq!(one.status(), 200);
+        let one: serde_json::Value = one.json().await.unwrap();
+        assert!(one["keyring_error"].is_string(), "{one}");
+    });
+}

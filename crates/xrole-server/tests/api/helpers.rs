@@ -63,6 +63,7 @@ pub struct Options {
     pub org_rate_limit: RateLimit,
     pub login_concurrency: usize,
     pub auth_cache_ms: u64,
+    pub metrics_token: Option<String>,
     pub extra_routes: Vec<RouteDef>,
 }
 
@@ -80,6 +81,7 @@ impl Default for Options {
             },
             login_concurrency: 4,
             auth_cache_ms: 1000,
+            metrics_token: None,
             extra_routes: Vec::new(),
         }
     }
@@ -99,6 +101,7 @@ pub async fn spawn_app_with(db: TestDb, opts: Options) -> TestApp {
     config.org_rate_limit = opts.org_rate_limit;
     config.login_concurrency = opts.login_concurrency;
     config.auth_cache_ms = opts.auth_cache_ms;
+    config.metrics_token = opts.metrics_token.map(xrole_crypto::SecretString::new);
     let clock = FakeClock::new(T0);
     let keyring = Arc::new(xrole_crypto::Keyring::generate().unwrap());
     let state = xrole_server::open_state(config, keyring, Arc::new(clock.clone())).unwrap();

@@ -327,7 +327,7 @@ async fn key_rotation_reseals_stored_responses() {
             .unwrap();
         // Rotate: a copy of the server's keyring with a new primary key.
         let mut rotated =
-            xrole_crypto::Keyring::parse(app.state.keyring.to_text().expose_secret()).unwrap();
+            xrole_crypto::Keyring::parse(app.state.keyring().to_text().expose_secret()).unwrap();
         let old = rotated.primary_key_id();
         let new = rotated.add_key().unwrap();
         rotated.promote(new).unwrap();

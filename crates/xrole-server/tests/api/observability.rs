@@ -53,7 +53,6 @@ async fn the_served_document_names_its_server_and_every_operation_its_security()
         let public = [
             "/healthz",
             "/readyz",
-            "/metrics",
             "/openapi.json",
             "/v1/cloudformation/xrole-role.yaml",
             "/v1/callbacks/cloudformation",
@@ -66,6 +65,13 @@ async fn the_served_document_names_its_server_and_every_operation_its_security()
                     .unwrap_or_else(|| panic!("{method} {path} states no security"));
                 if public.contains(&path.as_str()) {
                     assert_eq!(security, &serde_json::json!([]), "{method} {path}");
+                } else if path == "/metrics" {
+                    // Open, or with XROLE_METRICS_TOKEN set, that token.
+                    assert_eq!(
+                        security,
+                        &serde_json::json!([{}, {"metrics_token": []}]),
+                        "{method} {path}"
+                    );
                 } else {
                     assert_ne!(security, &serde_json::json!([]), "{method} {path}");
                 }
@@ -238,4 +244,34 @@ async fn logs_contain_no_key_password_or_secret() {
         // The hash of the key is not logged either (hex or raw).
         assert!(!logs.contains("key_hash"));
     });
+}
+
+#[tokio::test]
+async fn metrics_can_require_a_token() {
+    let db = xrole_testkit::TestDb::sqlite().unwrap();
+    let token = "metrics-token-0123456789abcdef";
+    let app = crate::helpers::spawn_app_with(
+        db,
+        crate::helpers::Options {
+            metrics_token: Some(token.to_owned()),
+            ..crate::helpers::Options::default()
+        },
+    )
+    .await;
+    let res = app
+        .request(reqwest::Method::GET, "/metrics", None, None)
+        .await;
+    crate::helpers::assert_problem(res, 401, "unauthenticated").await;
+    let org = app.create_org("Acme").await;
+    // An API key is not the metrics token.
+    let res = app.get("/metrics", &org.admin_key).await;
+    crate::helpers::assert_problem(res, 401, "unauthenticated").await;
+    let res = app.get("/metrics", token).await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("xrole_http_requests_total")
+    );
 }

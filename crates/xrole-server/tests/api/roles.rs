@@ -37,7 +37,7 @@ fn fixture(app: &TestApp, org_id: &str) -> Fixture {
         let secret = WebhookSecret::generate();
         xrole_store::links::create(
             &mut conn,
-            &app.state.keyring,
+            &app.state.keyring(),
             org,
             &xrole_store::links::NewLink {
                 name,

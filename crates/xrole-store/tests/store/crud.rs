@@ -1366,3 +1366,26 @@ fn the_last_enabled_admin_can_be_neither_demoted_disabled_nor_deleted() {
         Ok(())
     });
 }
+
+#[test]
+fn running_servers_report_the_key_they_seal_with() {
+    use xrole_store::keyring_instances;
+    each_backend(|_, conn| {
+        keyring_instances::report(conn, "a", 1, T0)?;
+        keyring_instances::report(conn, "b", 1, T0)?;
+        keyring_instances::report(conn, "a", 2, T0 + 10)?;
+        let live = keyring_instances::live(conn, T0)?;
+        assert_eq!(
+            live.iter()
+                .map(|i| (i.instance.as_str(), i.primary_key_id))
+                .collect::<Vec<_>>(),
+            [("a", 2), ("b", 1)]
+        );
+        // b stopped reporting: it is no longer live, and its row goes.
+        let live = keyring_instances::live(conn, T0 + 5)?;
+        assert_eq!(live.len(), 1);
+        keyring_instances::forget(conn, "a")?;
+        assert!(keyring_instances::live(conn, 0)?.is_empty());
+        Ok(())
+    });
+}
