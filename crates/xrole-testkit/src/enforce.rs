@@ -210,6 +210,8 @@ impl State {
             }
             Mapping::Unknown { action: a, why } => {
                 let reason = format!("unknown to the gate ({why}): denied, never let through");
+                tracing::warn!(target: "xrole_gate", principal = %session.arn, action = %a,
+                    enforced, %reason, "access denied");
                 record(&a, "*", false, reason);
                 return Err(denied_response(
                     info,
@@ -292,6 +294,39 @@ impl State {
             resource = %arn, reason = %denial.detail(), enforced, "access denied");
         let decoded = decoded_message(session, &facts, &a.action, arn, &denial, &ctx);
         Err(denied_response(info, &message, Some(&decoded)))
+    }
+
+    /// A request of `session` whose action the gate cannot read (REST
+    /// protocols): recorded and answered as an unknown action.
+    pub(crate) fn refuse_unmapped(
+        &self,
+        info: &RequestInfo,
+        method: &str,
+        path: &str,
+        session: &Session,
+        enforced: bool,
+    ) -> AwsError {
+        let action = format!("{}:{method} {path}", info.service.as_deref().unwrap_or("?"));
+        self.control.record_decision(Decision {
+            principal: session.arn.clone(),
+            action: action.clone(),
+            resource: "*".to_owned(),
+            allowed: false,
+            enforced,
+            reason: "unknown to the gate (a protocol without an Action): denied, never let through"
+                .to_owned(),
+        });
+        tracing::warn!(target: "xrole_gate", principal = %session.arn, %action, enforced,
+            "access denied: the gate cannot read this request's action");
+        denied_response(
+            info,
+            &format!(
+                "User: {} is not authorized to perform: {action} on resource: * \
+                 because the xrole gate does not know this action",
+                session.arn
+            ),
+            None,
+        )
     }
 
     /// The role's inline, managed and boundary policies and the session's

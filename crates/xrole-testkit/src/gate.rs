@@ -554,6 +554,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infal
     };
     let info = RequestInfo::read(&parts.headers, parts.uri.query(), &body);
     let Some(action) = info.action.clone() else {
+        // A REST protocol (S3, Lambda, ...): the gate cannot name its action,
+        // so a session it issued is refused rather than let through unchecked.
+        if let Some(session) = info.access_key_id.as_deref().and_then(|k| state.session(k)) {
+            let (enforcing, recording) = state.control.modes();
+            if enforcing || recording {
+                let e = state.refuse_unmapped(
+                    &info,
+                    parts.method.as_str(),
+                    parts.uri.path(),
+                    &session,
+                    enforcing,
+                );
+                if enforcing {
+                    return Ok(e.response(&info));
+                }
+            }
+        }
         return Ok(state.forward(&parts, body).await);
     };
     if action == "AssumeRole" && info.json {

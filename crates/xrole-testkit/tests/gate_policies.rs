@@ -1122,6 +1122,36 @@ async fn denials_are_shaped_like_aws_and_decodable() {
     );
     assert_eq!(code, "InvalidAuthorizationMessageException");
 
+    // A protocol without an Action (S3's REST API): the gate cannot name
+    // the action, so the session is refused rather than let through.
+    let key = aws
+        .gate()
+        .issued_credentials()
+        .last()
+        .unwrap()
+        .access_key_id
+        .clone();
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={key}/20260101/us-east-1/s3/aws4_request, \
+         SignedHeaders=host, Signature=0"
+    );
+    let put = reqwest::Client::new()
+        .put(format!("{}/some-bucket", aws.endpoint()))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 403);
+    assert!(
+        put.text()
+            .await
+            .unwrap()
+            .contains("<Code>AccessDenied</Code>")
+    );
+    let last = aws.gate().denials().last().unwrap().clone();
+    assert_eq!(last.action, "s3:PUT /some-bucket");
+    assert!(last.reason.contains("unknown to the gate"), "{last:?}");
+
     // IAM and STS: AccessDenied with AWS's sentence.
     let (code, message) = error(iam(&session).get_role().role_name("shaped").send().await);
     assert_eq!(code, "AccessDenied");
