@@ -43,6 +43,8 @@ pub(crate) enum TagSource {
     Known(Vec<(String, String)>),
     /// The resource has no tags the gate reads.
     None,
+    /// The request names a resource that does not exist.
+    Absent,
 }
 
 /// One authorization IAM makes for a request: every one must be allowed.
@@ -116,7 +118,17 @@ pub(crate) async fn map<L: Lookup>(
         "secretsmanager" => secrets(lookup, action, info.json_body.as_ref(), t).await?,
         _ => None,
     };
-    Ok(m.unwrap_or_else(|| unknown("the gate does not know this action's resources")))
+    Ok(match m {
+        // A request that names none of the resources its action needs is
+        // still authorized, on `*`, never waved through.
+        Some(Mapping::Check(a)) if a.is_empty() => Mapping::Check(vec![auth(
+            format!("{service}:{action}"),
+            Resource::Any,
+            Context::default(),
+        )]),
+        Some(m) => m,
+        None => unknown("the gate does not know this action's resources"),
+    })
 }
 
 /// Query-protocol parameters.
@@ -304,10 +316,16 @@ async fn ec2<L: Lookup>(
             let Some(assoc) = q.get("AssociationId") else {
                 return Ok(None);
             };
-            // An unknown association names no resource; moto answers NotFound.
-            if let Some((rtb, subnet)) = lookup.route_table_association(t, assoc).await? {
-                ids.push(rtb);
-                ids.extend(subnet);
+            match lookup.route_table_association(t, assoc).await? {
+                Some((rtb, subnet)) => {
+                    ids.push(rtb);
+                    ids.extend(subnet);
+                }
+                // No such association: moto answers NotFound, as AWS would.
+                None => others.push(Resource::Existing {
+                    arn: ec2_arn(t, "route-table", "*"),
+                    tags: TagSource::Absent,
+                }),
             }
         }
         "ModifyVpcAttribute" | "DeleteVpc" => ids.extend(one("VpcId")),
@@ -969,6 +987,18 @@ mod tests {
         );
         assert_eq!(c.len(), 2);
         assert!(c[0].1.ends_with(":route-table/rtb-1") && c[1].1.ends_with(":subnet/subnet-1"));
+        let gone = checks(
+            mapped(
+                "ec2",
+                &[
+                    ("Action", "DisassociateRouteTable"),
+                    ("AssociationId", "rtbassoc-9"),
+                ],
+            )
+            .await,
+        );
+        assert_eq!(gone.len(), 1);
+        assert!(gone[0].1.ends_with(":route-table/*"));
         let c = checks(
             mapped(
                 "ec2",
@@ -977,6 +1007,12 @@ mod tests {
             .await,
         );
         assert!(c[0].1.ends_with(":security-group/sg-9"));
+        // Without the resource it needs, the action is still authorized, on `*`.
+        let c = checks(mapped("ec2", &[("Action", "DeleteVpc")]).await);
+        assert_eq!(
+            c,
+            vec![("ec2:DeleteVpc".to_owned(), "*".to_owned(), vec![])]
+        );
         assert!(matches!(
             mapped("ec2", &[("Action", "CreateVpcPeeringConnection")]).await,
             Mapping::Unknown { .. }

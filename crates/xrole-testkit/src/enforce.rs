@@ -248,6 +248,10 @@ impl State {
             let mut absent = false;
             match &a.resource {
                 Resource::Existing {
+                    tags: TagSource::Absent,
+                    ..
+                } => absent = true,
+                Resource::Existing {
                     tags: TagSource::Known(known),
                     ..
                 } => {

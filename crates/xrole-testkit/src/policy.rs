@@ -178,12 +178,12 @@ pub(crate) struct Query<'a> {
 /// What one policy says about a request: the statements that matched, by
 /// `Sid` (or `#index` without one).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct Verdict {
+pub(crate) struct Matched {
     pub allowed_by: Option<String>,
     pub denied_by: Option<String>,
 }
 
-impl Verdict {
+impl Matched {
     /// Allowed by this policy alone: some Allow matched and no Deny did.
     pub fn allows(&self) -> bool {
         self.allowed_by.is_some() && self.denied_by.is_none()
@@ -200,8 +200,8 @@ fn statements(policy: &Value) -> Result<Vec<&Value>, MalformedPolicy> {
 }
 
 /// Evaluates every statement of `policy` against `q`.
-pub(crate) fn evaluate(policy: &Value, q: &Query<'_>) -> Result<Verdict, MalformedPolicy> {
-    let mut verdict = Verdict::default();
+pub(crate) fn evaluate(policy: &Value, q: &Query<'_>) -> Result<Matched, MalformedPolicy> {
+    let mut verdict = Matched::default();
     for (i, st) in statements(policy)?.into_iter().enumerate() {
         let label = st
             .get("Sid")
@@ -949,7 +949,7 @@ mod tests {
         assert!(allows(&json!({}), &user(), "sts:AssumeRole", &ctx(None)).is_err());
     }
 
-    fn identity(action: &str, resource: &str, ctx: &Context, policy: &Value) -> Verdict {
+    fn identity(action: &str, resource: &str, ctx: &Context, policy: &Value) -> Matched {
         evaluate(
             policy,
             &Query {
