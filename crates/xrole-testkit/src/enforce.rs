@@ -53,6 +53,9 @@ pub struct Decision {
     pub action: String,
     /// The resource ARN (`*` for actions without resource-level permissions).
     pub resource: String,
+    /// Whether the request may go on; also true, with a reason saying so,
+    /// when the policies would refuse a resource that does not exist (moto
+    /// then answers NotFound).
     pub allowed: bool,
     /// Whether enforcement was on (a denial while off let the request through).
     pub enforced: bool,
@@ -235,7 +238,6 @@ impl State {
             .map_err(|e| lookup_failed(&e))?;
         let base = session_context(session, &facts, &region, SystemTime::now());
         let mut first_denial: Option<(usize, Denial, Context)> = None;
-        let mut missing_resource = false;
         for (i, a) in authorizations.iter().enumerate() {
             let mut ctx = base.clone();
             ctx.extend(&a.ctx);
@@ -266,9 +268,20 @@ impl State {
             }
             match set.decide(&a.action, arn, &ctx) {
                 Ok(by) => record(&a.action, arn, true, format!("allowed by {by}")),
+                // A resource that does not exist has no tags to satisfy a tag
+                // condition; the request goes on to moto, which answers
+                // NotFound, as AWS does for a missing resource.
+                Err(d) if absent => record(
+                    &a.action,
+                    arn,
+                    true,
+                    format!(
+                        "not decided: the resource does not exist, moto answers NotFound ({})",
+                        d.detail()
+                    ),
+                ),
                 Err(d) => {
                     record(&a.action, arn, false, d.detail());
-                    missing_resource |= absent;
                     if first_denial.is_none() {
                         first_denial = Some((i, d, ctx));
                     }
@@ -278,14 +291,6 @@ impl State {
         let Some((i, denial, ctx)) = first_denial else {
             return Ok(());
         };
-        // A resource that does not exist has no tags to satisfy a tag
-        // condition; the request goes on to moto, which answers NotFound as
-        // AWS does for a missing resource.
-        if missing_resource {
-            tracing::info!(target: "xrole_gate", principal = %session.arn, %action,
-                "a resource of the request does not exist: passed to moto for its NotFound");
-            return Ok(());
-        }
         let a = &authorizations[i];
         let arn = a.resource.arn();
         let message = format!(

@@ -179,7 +179,9 @@ const DENIALS_KEPT: usize = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Verdict {
+    /// The policies allowed the authorization.
     Allowed,
+    /// They did not (whether or not enforcement then refused the request).
     Denied,
 }
 

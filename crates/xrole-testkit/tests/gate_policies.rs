@@ -1196,6 +1196,41 @@ async fn denials_are_shaped_like_aws_and_decodable() {
     );
 }
 
+/// A request on a resource that does not exist (a teardown repeated after
+/// a crash) gets moto's NotFound, not a denial its missing tags would cause;
+/// an existing resource without the tag is still denied.
+#[tokio::test]
+async fn a_missing_resource_is_left_to_motos_not_found() {
+    let (aws, customer, _role) = setup().await;
+    let c = case(
+        "tag-scoped delete",
+        vec![policy(&[statement(
+            "Allow",
+            json!("ec2:DeleteVpc"),
+            json!({"StringEquals": {"aws:ResourceTag/team": "blue"}}),
+        )])],
+        Call::DeleteVpc(&[]),
+        Expect::Allow,
+    );
+    let session = session_for(&aws, &customer, "scoped", &c).await;
+    let gone = make(
+        &session,
+        "",
+        Call::DeleteVpc(&[]),
+        Some("vpc-0123456789abcdef0"),
+    )
+    .await;
+    assert_eq!(gone, Err("InvalidVpcID.NotFound".to_owned()));
+    assert_eq!(aws.gate().denials(), []);
+    assert_eq!(
+        aws.gate().decision_count("ec2:DeleteVpc", Verdict::Allowed),
+        1
+    );
+    let theirs = customer_vpc(&customer, &[]).await;
+    let denied = make(&session, "", Call::DeleteVpc(&[]), Some(&theirs)).await;
+    assert_eq!(denied, Err("UnauthorizedOperation".to_owned()));
+}
+
 /// Role chaining: the chained session carries the first session's
 /// transitive tags and source identity, as AWS does.
 #[tokio::test]
