@@ -108,7 +108,26 @@ def main():
     results["absent_role"] = outcome(
         lambda: assume(sts, f"arn:aws:iam::{customer}:role/absent", ExternalId=EXT)
     )
+    # The session's own role must allow what the session does: nothing yet.
     chained = client("sts", gate, session["Credentials"])
+    ec2 = client("ec2", gate, session["Credentials"])
+    results["chained_without_permission"] = outcome(lambda: assume(chained, long_role))
+    results["describe_without_permission"] = outcome(lambda: ec2.describe_vpcs())
+    cust_iam.put_role_policy(
+        RoleName="xrole",
+        PolicyName="chain-and-describe",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": long_role},
+            {"Effect": "Allow", "Action": "ec2:DescribeVpcs", "Resource": "*"}]}),
+    )
+    results["describe_vpcs"] = outcome(lambda: ec2.describe_vpcs())
+    results["describe_vpcs_denied_count"] = int(
+        control(gate, "decision_count", action="ec2:DescribeVpcs", decision="denied")
+    )
+    control(gate, "enforce", on="false")
+    results["describe_subnets_enforcement_off"] = outcome(lambda: ec2.describe_subnets())
+    control(gate, "enforce", on="true")
+    results["describe_subnets"] = outcome(lambda: ec2.describe_subnets())
     results["chained_7200"] = outcome(lambda: assume(chained, long_role, DurationSeconds=7200))
     results["chained_3600"] = outcome(lambda: assume(chained, long_role, DurationSeconds=3600))
     results["direct_7200"] = outcome(lambda: assume(sts, long_role, DurationSeconds=7200))

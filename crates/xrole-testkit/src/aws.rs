@@ -215,6 +215,93 @@ impl CustomerAccount {
     }
 }
 
+/// The `AccessLevel` parameter of the project's role template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AccessLevel {
+    /// Describe calls only.
+    ReadOnly,
+    /// Also creates, and changes or deletes what carries xrole's tag.
+    Provisioning,
+}
+
+impl AccessLevel {
+    fn as_str(self) -> &'static str {
+        match self {
+            AccessLevel::ReadOnly => "ReadOnly",
+            AccessLevel::Provisioning => "Provisioning",
+        }
+    }
+}
+
+impl CustomerAccount {
+    /// Deploys the role of the project's template
+    /// (`cloudformation/xrole-role.yaml`) with moto's CloudFormation, as a
+    /// customer does, and returns the role's ARN. Stacks are named
+    /// `xrole-<n>`, one per call. The template's callback Lambda is not run
+    /// (moto runs Lambda only with Docker): the role and its policies exist
+    /// as soon as this returns, while the stack waits for its custom resource.
+    pub async fn deploy_role_template(
+        &self,
+        principal_arn: &str,
+        external_id: &str,
+        access_level: AccessLevel,
+    ) -> anyhow::Result<String> {
+        let path = crate::moto::workspace_root().join("cloudformation/xrole-role.yaml");
+        let body = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let param = |k: &str, v: &str| {
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build()
+        };
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let cfn = aws_sdk_cloudformation::Client::new(&self.admin);
+        let stack = cfn
+            .create_stack()
+            .stack_name(format!("xrole-{}", &suffix[..8]))
+            .template_body(body)
+            .parameters(param("SaasPrincipalArn", principal_arn))
+            .parameters(param("ExternalId", external_id))
+            .parameters(param("AccessLevel", access_level.as_str()))
+            .parameters(param("LinkId", &suffix))
+            .parameters(param(
+                "CallbackUrl",
+                "https://xrole.example.com/v1/callbacks/cloudformation",
+            ))
+            // Never used: the callback does not run.
+            .parameters(param(
+                "CallbackSecret",
+                "whsec_dGVzdGtpdC1ub3QtYS1zZWNyZXQ=",
+            ))
+            .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
+            .send()
+            .await
+            .with_context(|| format!("CreateStack in {}", self.account_id))?;
+        let stack_id = stack.stack_id().context("CreateStack without id")?;
+        let resources = cfn
+            .describe_stack_resources()
+            .stack_name(stack_id)
+            .send()
+            .await?;
+        let role_name = resources
+            .stack_resources()
+            .iter()
+            .find(|r| r.logical_resource_id() == Some("Role"))
+            .and_then(|r| r.physical_resource_id())
+            .context("the stack has no Role")?;
+        let role = aws_sdk_iam::Client::new(&self.admin)
+            .get_role()
+            .role_name(role_name)
+            .send()
+            .await?;
+        role.role()
+            .map(|r| r.arn().to_owned())
+            .context("GetRole without role")
+    }
+}
+
 /// The trust policy of [`CustomerAccount::create_xrole_role`].
 pub fn xrole_trust_policy(principal_arn: &str, external_id: &str) -> String {
     serde_json::json!({"Version": "2012-10-17", "Statement": [{

@@ -1,5 +1,6 @@
 //! The STS gate: a loopback HTTP proxy in front of moto that decides
-//! `sts:AssumeRole` like AWS, and counts, delays and fails any action on demand.
+//! `sts:AssumeRole` like AWS, evaluates the identity policies of the
+//! sessions it saw issued, and counts, delays and fails any action on demand.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -20,9 +21,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::policy::{self, Caller, Context};
+use crate::enforce::{Decision, GATE_KEY, Session, decode_message};
+use crate::policy::{self, Caller, Context, MalformedPolicy};
 use crate::sts::{AssumeRoleParams, CHAINED_MAX_DURATION, role_ref};
-use crate::wire::{AwsError, RequestInfo, xml_text};
+use crate::wire::{AwsError, RequestInfo, xml_escape, xml_text};
 
 /// What an injected fault answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,7 @@ impl Gate {
             client: Client::builder(TokioExecutor::new()).build_http(),
             control: control.clone(),
             identities: Mutex::new(HashMap::new()),
+            policy_versions: Mutex::new(HashMap::new()),
         });
         let task = tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every connection.
@@ -155,6 +158,31 @@ struct ControlState {
     by_account: HashMap<(String, String), u64>,
     by_token: HashMap<(String, String), u64>,
     issued: Vec<IssuedCredentials>,
+    /// Sessions the gate saw issued, by access key id: their requests are
+    /// evaluated against the role's policies.
+    sessions: HashMap<String, Arc<Session>>,
+    /// Enforcement is on unless a test turns it off.
+    enforcement_off: bool,
+    recording: bool,
+    /// Every decision while recording.
+    recorded: Vec<Decision>,
+    /// The latest denials, recording or not (at most [`DENIALS_KEPT`]).
+    denials: VecDeque<Decision>,
+    /// Decisions per (`service:Action`, allowed).
+    decisions: HashMap<(String, bool), u64>,
+}
+
+/// How many denials the gate keeps for [`GateControl::denials`].
+const DENIALS_KEPT: usize = 1000;
+
+/// A decision counted by [`GateControl::decision_count`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// The policies allowed the authorization.
+    Allowed,
+    /// They did not (whether or not enforcement then refused the request).
+    Denied,
 }
 
 /// Session credentials that STS issued for an `AssumeRole` the gate let
@@ -271,12 +299,82 @@ impl GateControl {
         self.state().issued.clone()
     }
 
-    /// Sets every counter to zero (faults and delays stay).
+    /// Sets every counter to zero, decision counts included (faults, delays,
+    /// recorded decisions and denials stay).
     pub fn reset_counters(&self) {
         let mut s = self.state();
         s.counts.clear();
         s.by_account.clear();
         s.by_token.clear();
+        s.decisions.clear();
+    }
+
+    /// Turns policy enforcement for the sessions the gate issued on (the
+    /// default) or off. Off, their requests pass as moto alone would let
+    /// them; while recording, decisions are still made and recorded.
+    pub fn enforce(&self, on: bool) {
+        self.state().enforcement_off = !on;
+    }
+
+    /// Whether enforcement is on.
+    pub fn enforcing(&self) -> bool {
+        !self.state().enforcement_off
+    }
+
+    /// Starts (clearing what was recorded) or stops recording every
+    /// decision: each authorization of each request by a session the gate
+    /// issued, with its action, resource and outcome.
+    pub fn record(&self, on: bool) {
+        let mut s = self.state();
+        if on {
+            s.recorded.clear();
+        }
+        s.recording = on;
+    }
+
+    /// The decisions recorded since [`GateControl::record`] was turned on,
+    /// oldest first.
+    pub fn recorded(&self) -> Vec<Decision> {
+        self.state().recorded.clone()
+    }
+
+    /// The latest denials (up to 1000), oldest first, recording or not: the
+    /// gate's log of what it refused and why.
+    pub fn denials(&self) -> Vec<Decision> {
+        self.state().denials.iter().cloned().collect()
+    }
+
+    /// How many authorizations of `action` (`ec2:CreateVpc`, IAM's name)
+    /// ended with `verdict` (while enforcement was off too).
+    pub fn decision_count(&self, action: &str, verdict: Verdict) -> u64 {
+        let key = (action.to_owned(), verdict == Verdict::Allowed);
+        self.state().decisions.get(&key).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn session(&self, access_key_id: &str) -> Option<Arc<Session>> {
+        self.state().sessions.get(access_key_id).cloned()
+    }
+
+    /// (enforcing, recording).
+    fn modes(&self) -> (bool, bool) {
+        let s = self.state();
+        (!s.enforcement_off, s.recording)
+    }
+
+    pub(crate) fn record_decision(&self, d: Decision) {
+        let mut s = self.state();
+        *s.decisions
+            .entry((d.action.clone(), d.allowed))
+            .or_default() += 1;
+        if !d.allowed {
+            if s.denials.len() == DENIALS_KEPT {
+                s.denials.pop_front();
+            }
+            s.denials.push_back(d.clone());
+        }
+        if s.recording {
+            s.recorded.push(d);
+        }
     }
 
     /// The control API for processes that are not Rust (the gate binary):
@@ -291,6 +389,11 @@ impl GateControl {
     /// | `count?action=A[&account=ID\|&client_token=T]` | answers the count |
     /// | `issued_credentials[?role_arn=ARN]` | answers [`GateControl::issued_credentials`] (for that role) as a JSON array |
     /// | `reset_counters` | [`GateControl::reset_counters`] |
+    /// | `enforce?on=true\|false` | [`GateControl::enforce`] |
+    /// | `record?on=true\|false` | [`GateControl::record`] |
+    /// | `recorded` | answers [`GateControl::recorded`] as a JSON array |
+    /// | `denials` | answers [`GateControl::denials`] as a JSON array |
+    /// | `decision_count?action=ec2:CreateVpc&decision=allowed\|denied` | answers the count |
     ///
     /// Answers `ok` (or the count), or the reason a request was malformed.
     pub fn http_api(&self, command: &str, query: &str) -> Result<String, String> {
@@ -352,6 +455,22 @@ impl GateControl {
                 return serde_json::to_string(&issued).map_err(|e| e.to_string());
             }
             "reset_counters" => self.reset_counters(),
+            "enforce" => self.enforce(get("on")? == "true"),
+            "record" => self.record(get("on")? == "true"),
+            "recorded" => {
+                return serde_json::to_string(&self.recorded()).map_err(|e| e.to_string());
+            }
+            "denials" => {
+                return serde_json::to_string(&self.denials()).map_err(|e| e.to_string());
+            }
+            "decision_count" => {
+                let verdict = match get("decision")? {
+                    "allowed" => Verdict::Allowed,
+                    "denied" => Verdict::Denied,
+                    d => return Err(format!("decision must be allowed or denied, not {d}")),
+                };
+                return Ok(self.decision_count(get("action")?, verdict).to_string());
+            }
             c => return Err(format!("unknown command {c}")),
         }
         Ok("ok".to_owned())
@@ -391,12 +510,15 @@ impl GateControl {
     }
 }
 
-struct State {
+pub(crate) struct State {
     upstream: String,
     client: Client<HttpConnector, Full<Bytes>>,
-    control: GateControl,
+    pub(crate) control: GateControl,
     /// Access key id → identity. A key never changes owner, so this never goes stale.
     identities: Mutex<HashMap<String, Caller>>,
+    /// (managed policy ARN, version id) → document. A version never changes.
+    pub(crate) policy_versions:
+        Mutex<HashMap<(String, String), Result<serde_json::Value, MalformedPolicy>>>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -434,6 +556,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infal
     };
     let info = RequestInfo::read(&parts.headers, parts.uri.query(), &body);
     let Some(action) = info.action.clone() else {
+        // A REST protocol (S3, Lambda, ...): the gate cannot name its action,
+        // so a session it issued is refused rather than let through unchecked.
+        if let Some(session) = info.access_key_id.as_deref().and_then(|k| state.session(k)) {
+            let (enforcing, recording) = state.control.modes();
+            if enforcing || recording {
+                let e = state.refuse_unmapped(
+                    &info,
+                    parts.method.as_str(),
+                    parts.uri.path(),
+                    &session,
+                    enforcing,
+                );
+                if enforcing {
+                    return Ok(e.response(&info));
+                }
+            }
+        }
         return Ok(state.forward(&parts, body).await);
     };
     if action == "AssumeRole" && info.json {
@@ -478,6 +617,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infal
         Some(f) => return Ok(fault_error(f, &action, &info).response(&info)),
         None => {}
     }
+    // Requests of the sessions the gate issued meet the role's policies.
+    let session = info.access_key_id.as_deref().and_then(|k| state.session(k));
+    if let Some(session) = &session {
+        let (enforcing, recording) = state.control.modes();
+        if enforcing || recording {
+            let decision = state.authorize(&info, &action, session, enforcing).await;
+            if let Err(e) = decision
+                && enforcing
+            {
+                return Ok(e.response(&info));
+            }
+        }
+    }
+    // moto has no DecodeAuthorizationMessage; the gate decodes its own messages.
+    if action == "DecodeAuthorizationMessage" && !info.json {
+        return Ok(decode_authorization_message(&info));
+    }
     let mut allowed = None;
     if let Some(params) = params {
         let decision = match params {
@@ -491,13 +647,41 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infal
     }
     let resp = state.forward(&parts, body).await;
     let resp = match allowed {
-        Some(p) => state.record_issued(&p, resp).await,
+        Some(p) => state.record_issued(&p, session.as_deref(), resp).await,
         None => resp,
     };
     if !hold.is_zero() {
         tokio::time::sleep(hold).await;
     }
     Ok(resp)
+}
+
+/// `sts:DecodeAuthorizationMessage` for the messages the gate encoded.
+fn decode_authorization_message(info: &RequestInfo) -> Resp {
+    let Some(decoded) = info
+        .params
+        .get("EncodedMessage")
+        .and_then(|m| decode_message(m))
+    else {
+        return AwsError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidAuthorizationMessageException",
+            "The error message provided is invalid.",
+        )
+        .response(info);
+    };
+    let body = format!(
+        "<DecodeAuthorizationMessageResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n  \
+         <DecodeAuthorizationMessageResult>\n    <DecodedMessage>{}</DecodedMessage>\n  \
+         </DecodeAuthorizationMessageResult>\n  <ResponseMetadata>\n    <RequestId>{}</RequestId>\n  \
+         </ResponseMetadata>\n</DecodeAuthorizationMessageResponse>\n",
+        xml_escape(&decoded),
+        uuid::Uuid::new_v4()
+    );
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    r
 }
 
 fn fault_error(fault: Fault, action: &str, info: &RequestInfo) -> AwsError {
@@ -551,9 +735,16 @@ struct RoleInfo {
 }
 
 impl State {
-    /// Records the credentials in a successful `AssumeRole` answer; passes
-    /// the answer on unchanged.
-    async fn record_issued(&self, p: &AssumeRoleParams, resp: Resp) -> Resp {
+    /// Records the credentials in a successful `AssumeRole` answer, and the
+    /// session whose requests the gate will evaluate; passes the answer on
+    /// unchanged. `parent` is the calling session when this is role chaining:
+    /// its transitive tags and source identity carry over.
+    async fn record_issued(
+        &self,
+        p: &AssumeRoleParams,
+        parent: Option<&Session>,
+        resp: Resp,
+    ) -> Resp {
         let (parts, body) = resp.into_parts();
         let Ok(body) = body.collect().await.map(|b| b.to_bytes());
         if parts.status.is_success()
@@ -562,8 +753,49 @@ impl State {
                 &p.session_name,
                 &String::from_utf8_lossy(&body),
             )
+            && let Some(role) = p.role()
         {
-            self.control.state().issued.push(c);
+            let mut tags: Vec<(String, String)> = parent
+                .map(|s| {
+                    s.tags
+                        .iter()
+                        .filter(|(k, _)| {
+                            s.transitive_tag_keys
+                                .iter()
+                                .any(|t| t.eq_ignore_ascii_case(k))
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            tags.extend(p.tags.iter().cloned());
+            let mut transitive: Vec<String> = parent
+                .map(|s| s.transitive_tag_keys.clone())
+                .unwrap_or_default();
+            transitive.extend(p.transitive_tag_keys.iter().cloned());
+            let session = Session {
+                arn: format!(
+                    "arn:aws:sts::{}:assumed-role/{}/{}",
+                    role.account, role.name, p.session_name
+                ),
+                role_arn: p.role_arn.clone(),
+                role_name: role.name,
+                account: role.account,
+                session_name: p.session_name.clone(),
+                source_identity: p
+                    .source_identity
+                    .clone()
+                    .or_else(|| parent.and_then(|s| s.source_identity.clone())),
+                tags,
+                transitive_tag_keys: transitive,
+                policy: p.policy.clone(),
+                policy_arns: p.policy_arns.clone(),
+                issued: SystemTime::now(),
+            };
+            let mut s = self.control.state();
+            s.sessions
+                .insert(c.access_key_id.clone(), Arc::new(session));
+            s.issued.push(c);
         }
         Response::from_parts(parts, Full::new(body))
     }
@@ -609,11 +841,12 @@ impl State {
     }
 
     /// A query-protocol call to moto. Moto does not check signatures: the
-    /// credential scope only routes the request to `service`, the access key
-    /// picks the caller, and `x-moto-account-id` (if given) the account.
-    async fn moto_query(
+    /// credential scope only routes the request to `service` in `region`, the
+    /// access key picks the caller, and `x-moto-account-id` (if given) the account.
+    pub(crate) async fn moto_query(
         &self,
         service: &str,
+        region: &str,
         access_key_id: &str,
         account: Option<&str>,
         params: &[(&str, &str)],
@@ -622,7 +855,7 @@ impl State {
             .extend_pairs(params)
             .finish();
         let auth = format!(
-            "AWS4-HMAC-SHA256 Credential={access_key_id}/20260101/us-east-1/{service}/aws4_request, \
+            "AWS4-HMAC-SHA256 Credential={access_key_id}/20260101/{region}/{service}/aws4_request, \
              SignedHeaders=host, Signature=0"
         );
         let mut req = Request::new(Full::new(Bytes::from(body)));
@@ -646,6 +879,40 @@ impl State {
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
+    /// A JSON-protocol call to moto (`target` is the `X-Amz-Target`), in
+    /// `account`. Answers the status and the parsed body (`null` if none).
+    pub(crate) async fn moto_json(
+        &self,
+        service: &str,
+        target: &str,
+        region: &str,
+        account: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={GATE_KEY}/20260101/{region}/{service}/aws4_request, \
+             SignedHeaders=host, Signature=0"
+        );
+        let mut req = Request::new(Full::new(Bytes::from(body.to_string())));
+        *req.method_mut() = hyper::Method::POST;
+        *req.uri_mut() = format!("{}/", self.upstream).parse()?;
+        let h = req.headers_mut();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
+        h.insert("x-amz-target", HeaderValue::from_str(target)?);
+        h.insert(hyper::header::AUTHORIZATION, HeaderValue::from_str(&auth)?);
+        h.insert(
+            HeaderName::from_static("x-moto-account-id"),
+            HeaderValue::from_str(account)?,
+        );
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+    }
+
     /// Who owns `access_key_id`, asked of moto's `GetCallerIdentity` once per key.
     async fn identity(&self, access_key_id: &str) -> anyhow::Result<Caller> {
         if let Some(c) = self
@@ -657,7 +924,9 @@ impl State {
             return Ok(c.clone());
         }
         let params = [("Action", "GetCallerIdentity"), ("Version", "2011-06-15")];
-        let (status, xml) = self.moto_query("sts", access_key_id, None, &params).await?;
+        let (status, xml) = self
+            .moto_query("sts", "us-east-1", access_key_id, None, &params)
+            .await?;
         anyhow::ensure!(
             status.is_success(),
             "GetCallerIdentity answered {status}: {xml}"
@@ -679,7 +948,7 @@ impl State {
             ("RoleName", name),
         ];
         let (status, xml) = self
-            .moto_query("iam", "AKIAXROLEGATE0000000", Some(account), &params)
+            .moto_query("iam", "us-east-1", GATE_KEY, Some(account), &params)
             .await?;
         if status == StatusCode::NOT_FOUND || xml.contains("<Code>NoSuchEntity</Code>") {
             return Ok(None);
@@ -687,16 +956,8 @@ impl State {
         anyhow::ensure!(status.is_success(), "GetRole answered {status}: {xml}");
         let arn = xml_text(&xml, "Arn").context("GetRole without Arn")?;
         let doc = xml_text(&xml, "AssumeRolePolicyDocument").context("GetRole without policy")?;
-        // IAM returns the document URL-encoded.
-        let doc = if doc.trim_start().starts_with('{') {
-            doc
-        } else {
-            url::form_urlencoded::parse(format!("d={}", doc.replace('+', "%2B")).as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
-        let trust_policy = serde_json::from_str(&doc).context("trust policy is not JSON")?;
+        let trust_policy = policy::decode_document(&doc)
+            .map_err(|e| anyhow::anyhow!("the trust policy of {arn} cannot be read: {e}"))?;
         let max_session = xml_text(&xml, "MaxSessionDuration")
             .and_then(|m| m.parse().ok())
             .unwrap_or(3600);

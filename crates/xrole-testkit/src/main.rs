@@ -19,8 +19,9 @@ enum Command {
     /// Run the STS gate in front of a moto server until interrupted.
     ///
     /// Prints one line, `xrole gate listening on http://HOST:PORT`, once it
-    /// accepts connections. Faults and counters are programmed over HTTP under
-    /// /_xrole_gate/ (see the crate README).
+    /// accepts connections, and logs each request it denies to stderr. Faults,
+    /// counters and enforcement are programmed over HTTP under /_xrole_gate/
+    /// (see the crate README).
     Gate {
         /// moto's URL, e.g. http://127.0.0.1:5000.
         #[arg(long)]
@@ -47,6 +48,15 @@ async fn main() -> anyhow::Result<()> {
             delay_ms,
             stop_on_stdin_eof,
         } => {
+            // The gate's log (denials and their reasons) goes to stderr;
+            // RUST_LOG overrides the default.
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("xrole_gate=info"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .try_init();
             let gate = xrole_testkit::Gate::start(&upstream, listen).await?;
             gate.control().delay(None, Duration::from_millis(delay_ms));
             println!(

@@ -23,6 +23,10 @@ pub(crate) struct AssumeRoleParams {
     /// Session tags (`Tags.member.N.Key/Value`) and `TransitiveTagKeys`.
     pub tags: Vec<(String, String)>,
     pub transitive_tag_keys: Vec<String>,
+    /// The inline session policy (`Policy`).
+    pub policy: Option<String>,
+    /// Managed session policies (`PolicyArns.member.N.arn`).
+    pub policy_arns: Vec<String>,
 }
 
 /// The role ARN parts: account and the role name (last path segment).
@@ -110,7 +114,12 @@ impl AssumeRoleParams {
             };
             transitive_tag_keys.push(k.clone());
         }
+        let policy_arns = (1..)
+            .map_while(|i| p.get(&format!("PolicyArns.member.{i}.arn")).cloned())
+            .collect();
         Ok(AssumeRoleParams {
+            policy: p.get("Policy").cloned(),
+            policy_arns,
             role_arn: role_arn.unwrap_or_default(),
             session_name: session_name.unwrap_or_default(),
             external_id,
@@ -203,9 +212,16 @@ mod tests {
             ("DurationSeconds", "900"),
             ("Tags.member.1.Key", "k"),
             ("Tags.member.1.Value", "v"),
+            ("Policy", "{}"),
+            (
+                "PolicyArns.member.1.arn",
+                "arn:aws:iam::aws:policy/ReadOnlyAccess",
+            ),
         ]))
         .unwrap();
         assert_eq!(p.duration, Some(900));
+        assert_eq!(p.policy.as_deref(), Some("{}"));
+        assert_eq!(p.policy_arns, ["arn:aws:iam::aws:policy/ReadOnlyAccess"]);
         assert!(p.tags_session());
         assert_eq!(
             p.role(),

@@ -14,6 +14,8 @@ pub(crate) struct RequestInfo {
     pub action: Option<String>,
     /// The SigV4 signing name from the credential scope (`sts`, `ec2`, ...).
     pub service: Option<String>,
+    /// The region from the credential scope.
+    pub region: Option<String>,
     /// The access key id the request was signed with.
     pub access_key_id: Option<String>,
     /// `ClientToken` / `ClientRequestToken`, when present.
@@ -22,6 +24,8 @@ pub(crate) struct RequestInfo {
     pub json: bool,
     /// The form parameters (query protocols), query string and body merged.
     pub params: HashMap<String, String>,
+    /// The request body of a JSON protocol, parsed.
+    pub json_body: Option<serde_json::Value>,
 }
 
 impl RequestInfo {
@@ -35,10 +39,11 @@ impl RequestInfo {
         if let Some(target) = header("x-amz-target") {
             info.json = true;
             info.action = target.rsplit('.').next().map(str::to_owned);
-            if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(body) {
+            if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_slice(body) {
                 info.client_token = ["ClientToken", "ClientRequestToken"]
                     .iter()
-                    .find_map(|k| m.get(*k).and_then(|v| v.as_str()).map(str::to_owned));
+                    .find_map(|k| v.get(*k).and_then(|v| v.as_str()).map(str::to_owned));
+                info.json_body = Some(v);
             }
         } else {
             let form = header("content-type")
@@ -60,7 +65,8 @@ impl RequestInfo {
         if let Some(c) = credential {
             let mut parts = c.split('/');
             info.access_key_id = parts.next().map(str::to_owned);
-            info.service = parts.nth(2).map(str::to_owned);
+            info.region = parts.nth(1).map(str::to_owned);
+            info.service = parts.next().map(str::to_owned);
         }
         info
     }
@@ -165,6 +171,29 @@ pub(crate) fn xml_text(xml: &str, tag: &str) -> Option<String> {
     Some(xml_unescape(&xml[start..start + len]))
 }
 
+/// The raw inner XML of every `<tag>…</tag>` in `xml`, in order (elements
+/// of that name must not nest).
+pub(crate) fn xml_blocks<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let start = i + open.len();
+        let Some(len) = rest[start..].find(&close) else {
+            break;
+        };
+        out.push(&rest[start..start + len]);
+        rest = &rest[start + len + close.len()..];
+    }
+    out
+}
+
+/// The text of every `<tag>…</tag>` in `xml`, entities decoded.
+pub(crate) fn xml_texts(xml: &str, tag: &str) -> Vec<String> {
+    xml_blocks(xml, tag).into_iter().map(xml_unescape).collect()
+}
+
 fn xml_unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -224,6 +253,7 @@ mod tests {
         );
         assert_eq!(i.action.as_deref(), Some("RunInstances"));
         assert_eq!(i.service.as_deref(), Some("ec2"));
+        assert_eq!(i.region.as_deref(), Some("us-east-1"));
         assert_eq!(i.access_key_id.as_deref(), Some("AKIDX"));
         assert_eq!(i.client_token.as_deref(), Some("tok-1"));
         assert!(!i.json);
@@ -236,6 +266,10 @@ mod tests {
         let i = RequestInfo::read(&h, None, br#"{"KeyId":"k","ClientToken":"t"}"#);
         assert_eq!(i.action.as_deref(), Some("Encrypt"));
         assert_eq!(i.client_token.as_deref(), Some("t"));
+        assert_eq!(
+            i.json_body.as_ref().and_then(|b| b.get("KeyId")),
+            Some(&"k".into())
+        );
         assert!(i.json);
     }
 
@@ -244,6 +278,10 @@ mod tests {
         let xml = "<a><Arn>x&amp;y&lt;&#65;&#x42;</Arn></a>";
         assert_eq!(xml_text(xml, "Arn").as_deref(), Some("x&y<AB"));
         assert_eq!(xml_text(xml, "Nope"), None);
+        let list = "<L><member>a</member><member>b&amp;c</member></L><member>d</member>";
+        assert_eq!(xml_texts(list, "member"), ["a", "b&c", "d"]);
+        assert_eq!(xml_blocks("<x><a>1</a>", "a"), ["1"]);
+        assert!(xml_blocks("<a>1", "a").is_empty());
         assert_eq!(xml_escape("<&>"), "&lt;&amp;&gt;");
     }
 }

@@ -71,6 +71,12 @@ fn boto3_sees_the_same_decisions_through_the_gate_binary() {
         "missing_external_id": "AccessDenied",
         "other_account_principal": "AccessDenied",
         "absent_role": "AccessDenied",
+        "chained_without_permission": "AccessDenied",
+        "describe_without_permission": "UnauthorizedOperation",
+        "describe_vpcs": "allow",
+        "describe_vpcs_denied_count": 1,
+        "describe_subnets_enforcement_off": "allow",
+        "describe_subnets": "UnauthorizedOperation",
         "chained_7200": "ValidationError",
         "chained_3600": "allow",
         "direct_7200": "allow",
@@ -82,7 +88,7 @@ fn boto3_sees_the_same_decisions_through_the_gate_binary() {
         "after_throttling": "allow",
         "open_without_external_id": "allow",
         // Every AssumeRole above names a role of the customer's account.
-        "assume_role_count_for_customer": 15,
+        "assume_role_count_for_customer": 16,
     });
     assert_eq!(results, expected);
 }

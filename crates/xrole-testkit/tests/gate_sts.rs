@@ -244,6 +244,22 @@ async fn principal_forms_root_user_role_and_wildcard() {
         "AccessDenied"
     );
     let session = assume(&aws, &xrole_arn, "hop1").await;
+    // The trust policy lets the role's sessions in, but the session's own
+    // role must also allow sts:AssumeRole (the gate evaluates both).
+    let (code_, message) = error(
+        session_sts(&aws, &session)
+            .assume_role()
+            .role_arn(&chained)
+            .role_session_name("hop2")
+            .send()
+            .await,
+    );
+    assert_eq!(code_, "AccessDenied");
+    assert!(
+        message.ends_with("because no identity-based policy allows the sts:AssumeRole action"),
+        "{message}"
+    );
+    allow_role_chaining(&customer, "xrole").await;
     let hop = session_sts(&aws, &session)
         .assume_role()
         .role_arn(&chained)
@@ -427,6 +443,7 @@ async fn principal_arn_of_a_role_session_is_the_role_arn_with_its_path() {
         .await
         .unwrap();
 
+    allow_role_chaining(&customer, "hop").await;
     let out = saas_sts(&aws)
         .assume_role()
         .role_arn(&hop_arn)
@@ -614,6 +631,7 @@ async fn durations_follow_max_session_and_role_chaining() {
         .send()
         .await;
     assert!(direct.is_ok(), "{direct:?}");
+    allow_role_chaining(&customer, "xrole").await;
     let session = assume(&aws, &role, "hop1").await;
     let chained = session_sts(&aws, &session);
     let r = chained

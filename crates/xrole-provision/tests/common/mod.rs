@@ -14,7 +14,7 @@ use xrole_provision::{
     EnvironmentPlan, Error, Executor, ExecutorOptions, InMemoryJournal, JobId, JobScope,
     JournalEntry, StepJournal, StepKey, ValidPlan,
 };
-use xrole_testkit::{Aws, CustomerAccount};
+use xrole_testkit::{AccessLevel, Aws, CustomerAccount};
 
 pub struct World {
     pub aws: Aws,
@@ -32,9 +32,31 @@ pub async fn world() -> World {
         .create_xrole_role("xrole", &aws.saas_principal_arn(), external_id.as_str())
         .await
         .unwrap();
+    world_with_role(aws, customer, &role, external_id)
+}
+
+/// The same, with the role the customer deploys from the project's
+/// template (`cloudformation/xrole-role.yaml`) at `level`.
+pub async fn template_world(level: AccessLevel) -> World {
+    let aws = Aws::start().await.unwrap();
+    let customer = aws.customer().await.unwrap();
+    let external_id = ExternalId::generate();
+    let role = customer
+        .deploy_role_template(&aws.saas_principal_arn(), external_id.as_str(), level)
+        .await
+        .unwrap();
+    world_with_role(aws, customer, &role, external_id)
+}
+
+fn world_with_role(
+    aws: Aws,
+    customer: CustomerAccount,
+    role: &str,
+    external_id: ExternalId,
+) -> World {
     let broker = Broker::new(&aws.saas_config());
     let spec = AssumeSpec::builder(
-        RoleArn::parse(&role).unwrap(),
+        RoleArn::parse(role).unwrap(),
         external_id,
         SessionName::for_tenant("acme", "provision").unwrap(),
     )

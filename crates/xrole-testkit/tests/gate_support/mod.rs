@@ -21,6 +21,23 @@ pub async fn setup() -> (Aws, CustomerAccount, String) {
     (aws, customer, role)
 }
 
+/// Lets the sessions of role `name` assume the account's roles (role
+/// chaining): the gate evaluates the session's identity policies too.
+pub async fn allow_role_chaining(customer: &CustomerAccount, name: &str) {
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Action": ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"],
+        "Resource": format!("arn:aws:iam::{}:role/*", customer.account_id())}]});
+    aws_sdk_iam::Client::new(&customer.admin_config())
+        .put_role_policy()
+        .role_name(name)
+        .policy_name("role-chaining")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+}
+
 /// An STS client as the SaaS identity, through the gate, without retries (so a
 /// test sees each answer).
 pub fn saas_sts(aws: &Aws) -> aws_sdk_sts::Client {
