@@ -42,6 +42,15 @@ pub struct CreateApiKey {
     pub role: Option<crate::routes::users::RoleIn>,
 }
 
+/// What a new key is: its name, when it expires (never with `None`) and its
+/// role (the owner's own with `None`).
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec<'a> {
+    pub name: &'a str,
+    pub expires_ms: Option<i64>,
+    pub role: Option<xrole_store::UserRole>,
+}
+
 /// Generates a key for `owner`, stores its HMAC and returns the record and
 /// the token (to show once). Call inside the caller's transaction.
 pub fn issue(
@@ -49,9 +58,7 @@ pub fn issue(
     conn: &mut Conn,
     org: OrgId,
     owner: UserId,
-    name: &str,
-    expires_ms: Option<i64>,
-    role: Option<xrole_store::UserRole>,
+    spec: &KeySpec<'_>,
     now: i64,
 ) -> Result<(xrole_store::api_keys::ApiKeyRecord, ApiKey), ApiError> {
     let key = ApiKey::try_generate().map_err(ApiError::internal)?;
@@ -62,10 +69,10 @@ pub fn issue(
         &xrole_store::api_keys::NewApiKey {
             key_id: key.key_id(),
             key_hash: &hash,
-            name,
+            name: spec.name,
             owner: Some(owner),
-            expires_ms,
-            role,
+            expires_ms: spec.expires_ms,
+            role: spec.role,
         },
         now,
     )?;
@@ -200,8 +207,18 @@ pub async fn create(
         let lock2 = lock.clone();
         state
             .tx(move |conn| {
-                let (record, key) =
-                    issue(&st, conn, p.org_id, owner, &name, expires_ms, role, now)?;
+                let (record, key) = issue(
+                    &st,
+                    conn,
+                    p.org_id,
+                    owner,
+                    &KeySpec {
+                        name: &name,
+                        expires_ms,
+                        role,
+                    },
+                    now,
+                )?;
                 audit::record(
                     conn,
                     p.org_id,

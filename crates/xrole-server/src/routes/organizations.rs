@@ -135,9 +135,11 @@ pub fn create_org_tx(
         conn,
         org.id,
         admin.id,
-        "initial admin key",
-        None,
-        None,
+        &api_keys::KeySpec {
+            name: "initial admin key",
+            expires_ms: None,
+            role: None,
+        },
         now,
     )?;
     audit::record(

@@ -135,9 +135,11 @@ pub async fn create(
                 conn,
                 org,
                 user.id,
-                "session",
-                Some(now + ttl_ms),
-                None,
+                &api_keys::KeySpec {
+                    name: "session",
+                    expires_ms: Some(now + ttl_ms),
+                    role: None,
+                },
                 now,
             )?;
             audit::record(
