@@ -124,8 +124,11 @@ pub enum Error {
         /// What was found.
         message: String,
     },
-    /// A database has deletion protection on; teardown does not remove it.
-    #[error("step {step}: the database has deletion protection enabled; disable it to tear down")]
+    /// A database's deletion protection stayed on after teardown lifted it
+    /// (something turned it back on meanwhile); teardown does not remove it.
+    #[error(
+        "step {step}: the database has deletion protection enabled again; disable it to tear down"
+    )]
     DeletionProtected {
         /// The teardown step.
         step: StepKey,

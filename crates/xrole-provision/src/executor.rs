@@ -108,6 +108,11 @@ pub struct ExecutorOptions {
     /// Steps reported by [`Error::ReconciliationRequired`] that an operator has
     /// checked do not exist: they are created again.
     pub recreate: BTreeSet<StepKey>,
+    /// Teardown keeps a final snapshot of each database, named
+    /// `<database id>-<suffix>` (a suffix of lowercase letters, digits and
+    /// single hyphens, the same on every retry of one teardown); `None`
+    /// deletes without one. Default: `Some("final")`.
+    pub final_snapshot: Option<String>,
 }
 
 impl Default for ExecutorOptions {
@@ -125,6 +130,7 @@ impl Default for ExecutorOptions {
             dependency_timeout: Duration::from_secs(10 * 60),
             drain_timeout: Duration::from_secs(30),
             recreate: BTreeSet::new(),
+            final_snapshot: Some("final".to_owned()),
         }
     }
 }
@@ -560,6 +566,43 @@ impl<J: StepJournal> Executor<J> {
     }
 
     /// `<env>-<name>-<8 hex of the job id>`: unique per job, valid for RDS.
+    /// The final snapshot's identifier for database `id`, if teardown keeps one.
+    fn final_snapshot_id(&self, id: &str) -> Result<Option<String>, Error> {
+        let Some(suffix) = &self.options.final_snapshot else {
+            return Ok(None);
+        };
+        let snapshot = format!("{id}-{suffix}");
+        let valid = !suffix.is_empty()
+            && snapshot.len() <= 255
+            && suffix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !snapshot.contains("--")
+            && !snapshot.ends_with('-');
+        if !valid {
+            return Err(Error::InvalidPlan {
+                problems: vec![crate::PlanProblem {
+                    field: "final_snapshot".to_owned(),
+                    reason: format!("{snapshot:?} is not a valid RDS snapshot identifier"),
+                }],
+            });
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// Turns off deletion protection of database `id`, now (teardown only).
+    async fn lift_deletion_protection(&self, id: &str) -> Result<(), Error> {
+        self.rds
+            .modify_db_instance()
+            .db_instance_identifier(id)
+            .deletion_protection(false)
+            .apply_immediately(true)
+            .send()
+            .await
+            .map_err(|e| aws_error("rds:ModifyDBInstance", e))?;
+        Ok(())
+    }
+
     fn rds_name(&self, plan: &ValidPlan, name: &str) -> String {
         let job = self.scope.job().as_uuid();
         // The customer's role allows RDS writes only on `xrole-*` names
@@ -1561,20 +1604,31 @@ impl<J: StepJournal> Executor<J> {
                 .await
             }
             Op::Database { .. } => {
-                let r = self
-                    .rds
-                    .delete_db_instance()
-                    .db_instance_identifier(id)
-                    .skip_final_snapshot(true)
-                    .delete_automated_backups(true)
-                    .send()
-                    .await;
-                if let Err(e) = r {
+                let snapshot = self.final_snapshot_id(id)?;
+                // The first attempt finds deletion protection on (xrole turns
+                // it on at create): lifted, then deleted. Only teardown lifts it.
+                let mut lifted = false;
+                loop {
+                    let r = self
+                        .rds
+                        .delete_db_instance()
+                        .db_instance_identifier(id)
+                        .skip_final_snapshot(snapshot.is_none())
+                        .set_final_db_snapshot_identifier(snapshot.clone())
+                        .delete_automated_backups(true)
+                        .send()
+                        .await;
+                    let Err(e) = r else { break };
                     let e = aws_error("rds:DeleteDBInstance", e);
                     if e.is("InvalidParameterCombination")
                         && e.message.to_ascii_lowercase().contains("protect")
                     {
-                        return Err(Error::DeletionProtected { step: k.clone() });
+                        if lifted {
+                            return Err(Error::DeletionProtected { step: k.clone() });
+                        }
+                        self.lift_deletion_protection(id).await?;
+                        lifted = true;
+                        continue;
                     }
                     // Already deleting or gone: wait below.
                     if !gone(
@@ -1588,6 +1642,7 @@ impl<J: StepJournal> Executor<J> {
                     ) {
                         return Err(e.into());
                     }
+                    break;
                 }
                 self.wait_db(k, id, false, self.options.db_deleted_timeout)
                     .await

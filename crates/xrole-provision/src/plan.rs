@@ -207,9 +207,15 @@ pub struct DatabasePlan {
     pub security_groups: Vec<String>,
     /// The master user name (letters, digits, `_`; starts with a letter; at most 16).
     pub master_username: String,
-    /// Deletion protection; teardown refuses to delete a protected database.
-    #[serde(default)]
+    /// Deletion protection (on unless the plan says `false`): nothing but
+    /// [`Executor::teardown`](crate::Executor::teardown), which lifts it
+    /// first, deletes the database.
+    #[serde(default = "protected")]
     pub deletion_protection: bool,
+}
+
+fn protected() -> bool {
+    true
 }
 
 /// A plan that passed [`EnvironmentPlan::validate`]; the only input the

@@ -85,6 +85,14 @@ pub struct TeardownPayload {
     pub resource: String,
     /// Whether dependents go too (children first).
     pub cascade: bool,
+    /// Whether each database is deleted with a final snapshot (the default;
+    /// `false` only when the request said so).
+    #[serde(default = "yes")]
+    pub final_snapshot: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Attempts a job gets.
@@ -1128,6 +1136,11 @@ async fn teardown(
         .parse()
         .map_err(|_| JobError::permanent("bad resource id"))?;
     let cascade = p.cascade;
+    // The same name on every retry of this job: a retry after AWS took the
+    // delete finds the database deleting, never a second snapshot.
+    let final_snapshot = p
+        .final_snapshot
+        .then(|| format!("final-{}", &job.id.as_uuid().simple().to_string()[..8]));
     let order = db(state, move |conn| {
         let root = match xrole_store::resources::get(conn, org, rid) {
             Ok(r) => r,
@@ -1192,7 +1205,10 @@ async fn teardown(
                 (*creator.id.as_uuid()).into(),
             )
             .map_err(JobError::permanent)?;
-            let executor = Executor::new(&sdk, journal, scope)?.with_options(executor_options(aws));
+            let executor = Executor::new(&sdk, journal, scope)?.with_options(ExecutorOptions {
+                final_snapshot: final_snapshot.clone(),
+                ..executor_options(aws)
+            });
             executor.teardown(&plan).await?;
         }
         let id = r.id;
@@ -1204,8 +1220,14 @@ async fn teardown(
         })
         .await?;
         counter.done.fetch_add(1, Ordering::SeqCst);
-        deleted
-            .push(serde_json::json!({"id": r.id.to_string(), "kind": r.kind, "aws_id": r.aws_id}));
+        let mut entry =
+            serde_json::json!({"id": r.id.to_string(), "kind": r.kind, "aws_id": r.aws_id});
+        if r.kind == RES_DATABASE
+            && let Some(suffix) = &final_snapshot
+        {
+            entry["final_snapshot"] = serde_json::json!(format!("{}-{suffix}", r.aws_id));
+        }
+        deleted.push(entry);
     }
     let now = state.now_ms();
     let lease = lease.clone();

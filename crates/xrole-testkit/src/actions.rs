@@ -94,6 +94,13 @@ pub(crate) trait Lookup {
     async fn security_group_id(&self, t: &Target, name: &str) -> anyhow::Result<Option<String>>;
     /// A secret's full ARN from its name or ARN.
     async fn secret_arn(&self, t: &Target, id: &str) -> anyhow::Result<Option<String>>;
+    /// The tags an RDS database copies to its snapshots: its tags when it
+    /// has `CopyTagsToSnapshot` on, else none (also when it does not exist).
+    async fn rds_snapshot_tags(
+        &self,
+        t: &Target,
+        db_instance: &str,
+    ) -> anyhow::Result<Vec<(String, String)>>;
 }
 
 /// Maps a request signed for `service` to its authorizations.
@@ -422,6 +429,21 @@ fn rds_arn(t: &Target, kind: &str, name: &str) -> String {
     format!("arn:aws:rds:{}:{}:{kind}:{name}", t.region, t.account)
 }
 
+/// "If tags are specified in the create action, RDS performs additional
+/// authorization on the rds:AddTagsToResource action" (RDS User Guide).
+fn create_time_tagging(extra: &mut Vec<Authorization>, tags: &[(String, String)], arn: String) {
+    if tags.is_empty() {
+        return;
+    }
+    let mut c = Context::default();
+    request_tags(&mut c, tags, Some("rds:req-tag"));
+    extra.push(auth(
+        "rds:AddTagsToResource".to_owned(),
+        Resource::New(arn),
+        c,
+    ));
+}
+
 fn rds_existing(arn: String) -> Resource {
     Resource::Existing {
         arn,
@@ -501,18 +523,18 @@ async fn rds<L: Lookup>(
             let Some(name) = q.get("DBSubnetGroupName") else {
                 return Ok(None);
             };
-            resources.push(Resource::New(rds_arn(
-                t,
-                "subgrp",
-                &name.to_ascii_lowercase(),
-            )));
+            let arn = rds_arn(t, "subgrp", &name.to_ascii_lowercase());
+            resources.push(Resource::New(arn.clone()));
+            create_time_tagging(&mut extra, &tags, arn);
         }
         "CreateDBInstance" => {
             request_tags(&mut ctx, &tags, Some("rds:req-tag"));
             let Some(id) = q.get("DBInstanceIdentifier") else {
                 return Ok(None);
             };
-            resources.push(Resource::New(rds_arn(t, "db", &id.to_ascii_lowercase())));
+            let arn = rds_arn(t, "db", &id.to_ascii_lowercase());
+            resources.push(Resource::New(arn.clone()));
+            create_time_tagging(&mut extra, &tags, arn);
             if let Some(group) = q.get("DBSubnetGroupName") {
                 resources.push(rds_existing(rds_arn(
                     t,
@@ -572,7 +594,40 @@ async fn rds<L: Lookup>(
             let Some(id) = q.get("DBInstanceIdentifier") else {
                 return Ok(None);
             };
-            resources.push(rds_existing(rds_arn(t, "db", &id.to_ascii_lowercase())));
+            let db = rds_arn(t, "db", &id.to_ascii_lowercase());
+            resources.push(rds_existing(db.clone()));
+            if action == "ModifyDBInstance"
+                && let Some(v) = q.get("ManageMasterUserPassword")
+            {
+                ctx.set("rds:ManageMasterUserPassword", v.to_ascii_lowercase());
+            }
+            // A final snapshot is a snapshot the caller creates: RDS
+            // authorizes rds:CreateDBSnapshot on the database and the new
+            // snapshot as well.
+            if action == "DeleteDBInstance"
+                && q.get("SkipFinalSnapshot") != Some("true")
+                && let Some(snapshot) = q.get("FinalDBSnapshotIdentifier")
+            {
+                let snapshot = rds_arn(t, "snapshot", &snapshot.to_ascii_lowercase());
+                for r in [rds_existing(db), Resource::New(snapshot.clone())] {
+                    extra.push(auth(
+                        "rds:CreateDBSnapshot".to_owned(),
+                        r,
+                        Context::default(),
+                    ));
+                }
+                // Tags copied to the snapshot are tags the caller adds.
+                let copied = lookup.rds_snapshot_tags(t, id).await?;
+                if !copied.is_empty() {
+                    let mut c = Context::default();
+                    request_tags(&mut c, &copied, Some("rds:req-tag"));
+                    extra.push(auth(
+                        "rds:AddTagsToResource".to_owned(),
+                        Resource::New(snapshot),
+                        c,
+                    ));
+                }
+            }
         }
         "DeleteDBSubnetGroup" | "ModifyDBSubnetGroup" => {
             let Some(name) = q.get("DBSubnetGroupName") else {
@@ -840,6 +895,17 @@ mod tests {
         async fn secret_arn(&self, _t: &Target, _id: &str) -> anyhow::Result<Option<String>> {
             Ok(None)
         }
+        async fn rds_snapshot_tags(
+            &self,
+            _t: &Target,
+            db_instance: &str,
+        ) -> anyhow::Result<Vec<(String, String)>> {
+            Ok(if db_instance == "xrole-db" {
+                vec![("xrole:managed-by".to_owned(), "xrole".to_owned())]
+            } else {
+                Vec::new()
+            })
+        }
     }
 
     const T: fn() -> Target = || Target {
@@ -1066,17 +1132,96 @@ mod tests {
             k.iter()
                 .any(|(k, v)| k == "aws:RequestTag/xrole:managed-by" && v == &["xrole"])
         }));
-        assert_eq!(c[4].0, "secretsmanager:CreateSecret");
-        assert!(c[4].1.contains(":secret:rds!db-"));
-        assert!(c[4].2.contains(&(
+        // Tags given at create: RDS also checks rds:AddTagsToResource.
+        assert_eq!(c[4].0, "rds:AddTagsToResource");
+        assert_eq!(c[4].1, "arn:aws:rds:us-east-1:111122223333:db:xrole-app-db");
+        assert!(
+            c[4].2
+                .iter()
+                .any(|(k, v)| k == "aws:RequestTag/xrole:managed-by" && v == &["xrole"])
+        );
+        assert_eq!(c[5].0, "secretsmanager:CreateSecret");
+        assert!(c[5].1.contains(":secret:rds!db-"));
+        assert!(c[5].2.contains(&(
             "aws:CalledVia".to_owned(),
             vec!["rds.amazonaws.com".to_owned()]
         )));
-        assert_eq!(c[5].0, "secretsmanager:TagResource");
+        assert_eq!(c[6].0, "secretsmanager:TagResource");
         // The fake account has no RDS service-linked role yet.
-        assert_eq!(c[6].0, "iam:CreateServiceLinkedRole");
+        assert_eq!(c[7].0, "iam:CreateServiceLinkedRole");
         assert_eq!(rds_default_groups("mysql", "8.0.35").0, "default.mysql8.0");
         assert_eq!(rds_default_groups("mysql", "8.0.35").1, "default:mysql-8-0");
+    }
+
+    #[tokio::test]
+    async fn rds_delete_with_a_final_snapshot_creates_one() {
+        let c = checks(
+            mapped(
+                "rds",
+                &[
+                    ("Action", "DeleteDBInstance"),
+                    ("DBInstanceIdentifier", "xrole-db"),
+                    ("SkipFinalSnapshot", "false"),
+                    ("FinalDBSnapshotIdentifier", "xrole-db-final"),
+                ],
+            )
+            .await,
+        );
+        let got: Vec<(&str, &str)> = c.iter().map(|(a, r, _)| (a.as_str(), r.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "rds:DeleteDBInstance",
+                    "arn:aws:rds:us-east-1:111122223333:db:xrole-db"
+                ),
+                (
+                    "rds:CreateDBSnapshot",
+                    "arn:aws:rds:us-east-1:111122223333:db:xrole-db"
+                ),
+                (
+                    "rds:CreateDBSnapshot",
+                    "arn:aws:rds:us-east-1:111122223333:snapshot:xrole-db-final"
+                ),
+                (
+                    "rds:AddTagsToResource",
+                    "arn:aws:rds:us-east-1:111122223333:snapshot:xrole-db-final"
+                ),
+            ]
+        );
+        assert!(
+            c[3].2
+                .iter()
+                .any(|(k, v)| k == "aws:RequestTag/xrole:managed-by" && v == &["xrole"])
+        );
+        // Without one: the delete alone.
+        let c = checks(
+            mapped(
+                "rds",
+                &[
+                    ("Action", "DeleteDBInstance"),
+                    ("DBInstanceIdentifier", "xrole-db"),
+                    ("SkipFinalSnapshot", "true"),
+                ],
+            )
+            .await,
+        );
+        assert_eq!(c.len(), 1);
+        let c = checks(
+            mapped(
+                "rds",
+                &[
+                    ("Action", "ModifyDBInstance"),
+                    ("DBInstanceIdentifier", "xrole-db"),
+                    ("ManageMasterUserPassword", "false"),
+                ],
+            )
+            .await,
+        );
+        assert!(c[0].2.contains(&(
+            "rds:ManageMasterUserPassword".to_owned(),
+            vec!["false".to_owned()]
+        )));
     }
 
     #[test]

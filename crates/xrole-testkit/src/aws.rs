@@ -302,6 +302,58 @@ impl CustomerAccount {
     }
 }
 
+impl CustomerAccount {
+    /// The identity policies of role `role_name` as documents: its inline
+    /// policies (by name) and the default version of each attached managed
+    /// policy (by ARN), as IAM holds them.
+    pub async fn role_policies(
+        &self,
+        role_name: &str,
+    ) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+        let iam = aws_sdk_iam::Client::new(&self.admin);
+        let mut out = Vec::new();
+        let inline = iam.list_role_policies().role_name(role_name).send().await?;
+        for name in inline.policy_names() {
+            let p = iam
+                .get_role_policy()
+                .role_name(role_name)
+                .policy_name(name)
+                .send()
+                .await?;
+            let doc = crate::policy::decode_document(p.policy_document())
+                .map_err(|e| anyhow::anyhow!("inline policy {name}: {}", e.0))?;
+            out.push((name.clone(), doc));
+        }
+        let attached = iam
+            .list_attached_role_policies()
+            .role_name(role_name)
+            .send()
+            .await?;
+        for a in attached.attached_policies() {
+            let arn = a.policy_arn().context("attached policy without ARN")?;
+            let policy = iam.get_policy().policy_arn(arn).send().await?;
+            let version = policy
+                .policy()
+                .and_then(|p| p.default_version_id())
+                .context("managed policy without a default version")?;
+            let v = iam
+                .get_policy_version()
+                .policy_arn(arn)
+                .version_id(version)
+                .send()
+                .await?;
+            let text = v
+                .policy_version()
+                .and_then(|v| v.document())
+                .context("policy version without a document")?;
+            let doc = crate::policy::decode_document(text)
+                .map_err(|e| anyhow::anyhow!("managed policy {arn}: {}", e.0))?;
+            out.push((arn.to_owned(), doc));
+        }
+        Ok(out)
+    }
+}
+
 /// The trust policy of [`CustomerAccount::create_xrole_role`].
 pub fn xrole_trust_policy(principal_arn: &str, external_id: &str) -> String {
     serde_json::json!({"Version": "2012-10-17", "Statement": [{

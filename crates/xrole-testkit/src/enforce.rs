@@ -752,6 +752,33 @@ impl Lookup for State {
         Ok(xml_text(&xml, "groupId"))
     }
 
+    async fn rds_snapshot_tags(
+        &self,
+        t: &Target,
+        db_instance: &str,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let params = [
+            ("Action", "DescribeDBInstances"),
+            ("Version", "2014-10-31"),
+            ("DBInstanceIdentifier", db_instance),
+        ];
+        let (status, xml) = self
+            .moto_query("rds", &t.region, GATE_KEY, Some(&t.account), &params)
+            .await?;
+        if !status.is_success() {
+            anyhow::ensure!(
+                xml.contains("NotFound"),
+                "DescribeDBInstances {db_instance} answered {status}: {xml}"
+            );
+            return Ok(Vec::new());
+        }
+        if xml_text(&xml, "CopyTagsToSnapshot").as_deref() != Some("true") {
+            return Ok(Vec::new());
+        }
+        let arn = xml_text(&xml, "DBInstanceArn").context("DescribeDBInstances without an ARN")?;
+        Ok(self.rds_tags(t, &arn).await?.unwrap_or_default())
+    }
+
     async fn secret_arn(&self, t: &Target, id: &str) -> anyhow::Result<Option<String>> {
         let (status, body) = self
             .moto_json(

@@ -125,8 +125,13 @@ async fn read_only_describes_and_is_denied_at_the_first_mutating_call() {
     let (aws, _customer, _role, session) = stack(AccessLevel::ReadOnly).await;
     let ec2 = ec2(&session);
     ec2.describe_vpcs().send().await.unwrap();
-    ec2.describe_availability_zones().send().await.unwrap();
+    ec2.describe_subnets().send().await.unwrap();
     rds(&session).describe_db_instances().send().await.unwrap();
+    // Only the reads xrole makes: nothing else, not even other reads.
+    assert_eq!(
+        code(ec2.describe_availability_zones().send().await),
+        "UnauthorizedOperation"
+    );
     // The AMI lookup xrole makes: a public parameter.
     let ssm = aws_sdk_ssm::Client::from_conf(
         aws_sdk_ssm::config::Builder::from(&session)
@@ -380,6 +385,51 @@ async fn provisioning_never_tags_changes_or_deletes_a_foreign_database() {
     assert!(
         aws.gate()
             .decision_count("rds:AddTagsToResource", Verdict::Denied)
+            >= 1
+    );
+}
+
+#[tokio::test]
+async fn provisioning_may_lift_deletion_protection_but_never_take_the_password() {
+    let (aws, customer, _role, session) = stack(AccessLevel::Provisioning).await;
+    let tag = |k: &str, v: &str| aws_sdk_rds::types::Tag::builder().key(k).value(v).build();
+    // A database as xrole makes them: tagged, protected, password managed by RDS.
+    aws_sdk_rds::Client::new(&customer.admin_config())
+        .create_db_instance()
+        .db_instance_identifier("xrole-app-main-1")
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("xrole")
+        .manage_master_user_password(true)
+        .deletion_protection(true)
+        .tags(tag("xrole:managed-by", "xrole"))
+        .tags(tag("Name", "main"))
+        .send()
+        .await
+        .unwrap();
+    let rds = rds(&session);
+    let (code_, message) = error(
+        rds.modify_db_instance()
+            .db_instance_identifier("xrole-app-main-1")
+            .manage_master_user_password(false)
+            .master_user_password("chosen-by-the-saas-0")
+            .apply_immediately(true)
+            .send()
+            .await,
+    );
+    assert_eq!(code_, "AccessDenied");
+    assert!(message.contains("explicit deny"), "{message}");
+    rds.modify_db_instance()
+        .db_instance_identifier("xrole-app-main-1")
+        .deletion_protection(false)
+        .apply_immediately(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        aws.gate()
+            .decision_count("rds:ModifyDBInstance", Verdict::Allowed)
             >= 1
     );
 }

@@ -22,6 +22,9 @@ pub struct World {
     /// The customer session from the broker (AssumeRole with External ID, via the gate).
     pub session: SdkConfig,
     pub broker: Broker,
+    /// The customer's role and its External ID.
+    pub role: RoleArn,
+    pub external_id: ExternalId,
 }
 
 pub async fn world() -> World {
@@ -55,9 +58,10 @@ fn world_with_role(
     external_id: ExternalId,
 ) -> World {
     let broker = Broker::new(&aws.saas_config());
+    let role = RoleArn::parse(role).unwrap();
     let spec = AssumeSpec::builder(
-        RoleArn::parse(role).unwrap(),
-        external_id,
+        role.clone(),
+        external_id.clone(),
         SessionName::for_tenant("acme", "provision").unwrap(),
     )
     .build()
@@ -68,6 +72,8 @@ fn world_with_role(
         customer,
         session,
         broker,
+        role,
+        external_id,
     }
 }
 

@@ -69,6 +69,9 @@ impl From<&xrole_store::resources::Resource> for ResourceOut {
 pub struct DeleteQuery {
     /// Delete the resources inside it too (children first).
     pub cascade: Option<bool>,
+    /// Keep a final snapshot of each database deleted (default `true`);
+    /// `false` deletes its data for good, and the audit log records who chose.
+    pub final_snapshot: Option<bool>,
 }
 
 /// One resource.
@@ -130,7 +133,9 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ResourceId = path_id(&id)?;
-    let cascade = query::<DeleteQuery>(&req)?.cascade.unwrap_or(false);
+    let q = query::<DeleteQuery>(&req)?;
+    let cascade = q.cascade.unwrap_or(false);
+    let final_snapshot = q.final_snapshot.unwrap_or(true);
     let info = RequestInfo::from_request(&req);
     let st = state.get_ref().clone();
     let out = state
@@ -150,7 +155,8 @@ pub async fn delete(
             }
             // Tearing down a database (alone or inside a VPC) destroys data:
             // a destructive change.
-            if subtree_has_database(conn, org, &r)? {
+            let has_database = subtree_has_database(conn, org, &r)?;
+            if has_database {
                 principal
                     .check_destroy(xrole_store::orgs::get(conn, org)?.operators_may_destroy)?;
             }
@@ -160,13 +166,17 @@ pub async fn delete(
             if link.state != xrole_store::LinkState::Active {
                 return Err(ApiError::Conflict {
                     code: "link_not_active",
-                    detail: format!("the AWS account link is {}; xrole cannot act in the account", link.state),
+                    detail: format!(
+                        "the AWS account link is {}; xrole cannot act in the account",
+                        link.state
+                    ),
                 });
             }
             let payload = serde_json::to_value(TeardownPayload {
                 actor: principal.actor().as_string(),
                 resource: id.to_string(),
                 cascade,
+                final_snapshot,
             })
             .map_err(ApiError::internal)?;
             let job = xrole_store::jobs::enqueue(
@@ -187,7 +197,14 @@ pub async fn delete(
                 &principal.actor(),
                 "resource.delete_requested",
                 Some(format!("resource:{id}")),
-                serde_json::json!({"kind": r.kind, "aws_id": r.aws_id, "cascade": cascade, "job_id": job.id.to_string()}),
+                serde_json::json!({
+                    "kind": r.kind,
+                    "aws_id": r.aws_id,
+                    "cascade": cascade,
+                    "job_id": job.id.to_string(),
+                    // Who chose is this event's actor.
+                    "final_snapshot": has_database.then_some(final_snapshot),
+                }),
                 Some(&info),
                 now,
             )?;

@@ -258,6 +258,70 @@ async fn whole_flow_from_link_to_teardown() {
         assert!(!live.contains(&gone) && live.contains(&kept), "{live:?}");
         assert!(live.iter().any(|r| r.starts_with("vpc-")), "{live:?}");
 
+        // A database deleted without a final snapshot: only when asked, and
+        // the audit log says who asked. (The cascade below keeps one.)
+        let rds = aws_sdk_rds::Client::new(&customer.admin_config());
+        let res = app
+            .post(
+                &format!("/v1/aws-accounts/{link_id}/databases"),
+                &org.key,
+                &json!({"name": "scratch", "vpc_id": vpc_id, "engine": "postgres",
+                        "instance_class": "db.t3.micro", "allocated_storage_gb": 20}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let sjob: Value = res.json().await.unwrap();
+        let sjob = app.finished_job(&org, sjob["id"].as_str().unwrap()).await;
+        assert_eq!(sjob["state"], "succeeded", "{sjob}");
+        let scratch = sjob["resources"][0]["aws_id"].as_str().unwrap().to_owned();
+        let described = rds
+            .describe_db_instances()
+            .db_instance_identifier(&scratch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            described.db_instances()[0].deletion_protection(),
+            Some(true),
+            "created with deletion protection"
+        );
+        let res = app
+            .request(
+                Method::DELETE,
+                &format!(
+                    "/v1/resources/{}?final_snapshot=false",
+                    sjob["resources"][0]["id"].as_str().unwrap()
+                ),
+                Some(&org.key),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let sdel: Value = res.json().await.unwrap();
+        let sdel = app.finished_job(&org, sdel["id"].as_str().unwrap()).await;
+        assert_eq!(sdel["state"], "succeeded", "{sdel}");
+        let snapshots = rds
+            .describe_db_snapshots()
+            .snapshot_type("manual")
+            .send()
+            .await
+            .unwrap();
+        assert!(snapshots.db_snapshots().is_empty(), "{snapshots:?}");
+        let events = audit_events(&app, &org).await;
+        let asked = events
+            .iter()
+            .find(|e| {
+                e["action"] == "resource.delete_requested"
+                    && e["details"]["aws_id"] == scratch.as_str()
+            })
+            .unwrap();
+        assert_eq!(asked["details"]["final_snapshot"], false, "{asked}");
+        assert!(
+            asked["actor"].as_str().unwrap().starts_with("user:"),
+            "{asked}"
+        );
+
         // Cascade: instances and database first, then the network.
         let res = app
             .request(
@@ -286,6 +350,27 @@ async fn whole_flow_from_link_to_teardown() {
         );
         let live = tagged_resources(&customer.admin_config(), &link_id).await;
         assert!(live.is_empty(), "nothing tagged remains: {live:?}");
+        // The database is kept as a final snapshot, named in the job's result.
+        let db = tjob["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "rds_instance")
+            .unwrap();
+        let kept = db["final_snapshot"].as_str().unwrap();
+        assert!(kept.starts_with(&format!("{db_identifier}-final-")), "{db}");
+        let snapshots = rds
+            .describe_db_snapshots()
+            .snapshot_type("manual")
+            .send()
+            .await
+            .unwrap();
+        let names: Vec<&str> = snapshots
+            .db_snapshots()
+            .iter()
+            .filter_map(|s| s.db_snapshot_identifier())
+            .collect();
+        assert_eq!(names, [kept]);
         let listed = app
             .get_json(&format!("/v1/aws-accounts/{link_id}/resources"), &org.key)
             .await;
