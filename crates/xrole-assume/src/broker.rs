@@ -25,6 +25,11 @@ use crate::spec::{AssumeSpec, CacheKey, MAX_CHAINED_SESSION_DURATION};
 use crate::sts::{Assumed, Class, Failure, Request, Sts};
 use crate::types::{Partition, RoleArn};
 
+tokio::task_local! {
+    /// STS budget tokens the running task took beforehand ([`Broker::with_budget`]).
+    static PREPAID: std::cell::Cell<u32>;
+}
+
 /// Hands out short-lived credentials for customers' roles, cached per [`AssumeSpec`].
 ///
 /// Cheap to clone (one shared cache). See the [crate documentation](crate) for an example.
@@ -628,15 +633,59 @@ impl Broker {
         }
     }
 
-    /// A token of the STS budget, waiting up to a quarter of a second.
-    async fn spend_budget(&self) -> Result<(), Failure> {
+    /// Runs `task`, which makes up to `calls` STS calls, with that many
+    /// tokens of the STS budget taken at once beforehand (waiting up to a
+    /// quarter of a second); what it leaves unused goes back. Tasks sharing
+    /// a spent budget then finish one after the other instead of each
+    /// spending tokens on a part of their calls and starting over.
+    pub(crate) async fn with_budget<T, F>(&self, calls: u32, task: F) -> Result<T, Failure>
+    where
+        F: Future<Output = T>,
+    {
         let Some(budget) = &self.inner.budget else {
+            return Ok(task.await);
+        };
+        let taken = self.take_budget(calls).await?;
+        let prepaid = std::cell::Cell::new(taken);
+        let (out, left) = PREPAID
+            .scope(prepaid, async {
+                let out = task.await;
+                (out, PREPAID.with(std::cell::Cell::get))
+            })
+            .await;
+        budget.give_back(left);
+        Ok(out)
+    }
+
+    /// A token of the STS budget (one taken beforehand by
+    /// [`with_budget`](Self::with_budget) first), waiting up to a quarter
+    /// of a second.
+    async fn spend_budget(&self) -> Result<(), Failure> {
+        if self.inner.budget.is_none() {
             return Ok(());
+        }
+        let prepaid = PREPAID
+            .try_with(|p| {
+                let n = p.get();
+                p.set(n.saturating_sub(1));
+                n > 0
+            })
+            .unwrap_or(false);
+        if prepaid {
+            return Ok(());
+        }
+        self.take_budget(1).await.map(|_| ())
+    }
+
+    /// `n` tokens of the STS budget at once, waiting up to a quarter of a second.
+    async fn take_budget(&self, n: u32) -> Result<u32, Failure> {
+        let Some(budget) = &self.inner.budget else {
+            return Ok(n);
         };
         let mut waited = false;
         loop {
-            match budget.take(self.now()) {
-                Ok(()) => return Ok(()),
+            match budget.take_n(n, self.now()) {
+                Ok(taken) => return Ok(taken),
                 Err(wait) if !waited && wait <= Duration::from_millis(250) => {
                     waited = true;
                     self.inner.sleep.sleep(wait).await;

@@ -24,17 +24,35 @@ impl Budget {
     }
 
     /// Takes a token: `Ok(())`, or how long until one is free.
+    #[cfg(test)]
     pub(crate) fn take(&self, now: SystemTime) -> Result<(), Duration> {
+        self.take_n(1, now).map(|_| ())
+    }
+
+    /// Takes `n` tokens at once (at most the burst: the number taken is
+    /// returned), or none and how long until they are free. A task that
+    /// needs several calls to finish takes them together, so tasks sharing
+    /// a spent budget never each get part of what they need and all fail.
+    pub(crate) fn take_n(&self, n: u32, now: SystemTime) -> Result<u32, Duration> {
+        let n = f64::from(n.max(1)).min(self.burst);
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let elapsed = now.duration_since(st.1).unwrap_or_default().as_secs_f64();
         let tokens = (st.0 + elapsed * self.per_second).min(self.burst);
-        if tokens >= 1.0 {
-            *st = (tokens - 1.0, now);
-            Ok(())
+        if tokens >= n {
+            *st = (tokens - n, now);
+            // n is a whole number between 1 and u32::MAX.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(n as u32)
         } else {
             *st = (tokens, now);
-            Err(Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+            Err(Duration::from_secs_f64((n - tokens) / self.per_second))
         }
+    }
+
+    /// Returns `n` unused tokens (never above the burst).
+    pub(crate) fn give_back(&self, n: u32) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.0 = (st.0 + f64::from(n)).min(self.burst);
     }
 }
 
@@ -62,5 +80,31 @@ mod tests {
             b.take(later).unwrap();
         }
         assert!(b.take(later).is_err());
+    }
+
+    #[test]
+    fn several_tokens_are_taken_together_or_not_at_all() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let b = Budget::new(4.0, 5, t0);
+        assert_eq!(b.take_n(5, t0), Ok(5));
+        // Two tokens later, a task needing five takes none of them...
+        let t1 = t0 + Duration::from_millis(500);
+        let wait = b.take_n(5, t1).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(749) && wait <= Duration::from_millis(750),
+            "{wait:?}"
+        );
+        // ...so they are still there for a one-call task.
+        b.take(t1).unwrap();
+        b.take(t1).unwrap();
+        assert!(b.take(t1).is_err());
+        // More than the burst: the burst.
+        let t2 = t1 + Duration::from_secs(10);
+        assert_eq!(b.take_n(50, t2), Ok(5));
+        b.give_back(3);
+        assert_eq!(b.take_n(5, t2), Err(Duration::from_millis(500)));
+        assert_eq!(b.take_n(3, t2), Ok(3));
+        b.give_back(100);
+        assert_eq!(b.take_n(5, t2), Ok(5));
     }
 }

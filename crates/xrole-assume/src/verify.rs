@@ -14,6 +14,10 @@ use crate::trust::{TrustFinding, audit_trust_policy, parse_document};
 use crate::types::{AwsAccountId, RoleArn, SessionName};
 use crate::{Broker, Error};
 
+/// The STS calls of one verification without retries: AssumeRole with the
+/// External ID, GetCallerIdentity, and the three probes.
+const VERIFY_STS_CALLS: u32 = 5;
+
 /// The session name of verification calls, as it appears in the customer's CloudTrail.
 pub const VERIFY_SESSION_NAME: &str = "xrole-verify";
 /// The session name of the probes that must be denied (no External ID, or a
@@ -164,9 +168,15 @@ impl Broker {
     ) -> Result<VerifyOutcome, Error> {
         let region = self.sts_region(role, None, None);
         let span = info_span!("verify_link", role = %role, expected_account = %expected_account, region = %region);
-        self.verify_inner(role, external_id, expected_account, &region, options)
-            .instrument(span)
+        // AssumeRole, GetCallerIdentity and the three probes: taken from the
+        // STS budget together, so concurrent verifications never starve
+        // each other halfway.
+        let task = self
+            .verify_inner(role, external_id, expected_account, &region, options)
+            .instrument(span);
+        self.with_budget(VERIFY_STS_CALLS, task)
             .await
+            .map_err(|f| f.into_error(role, &region))?
     }
 
     async fn verify_inner(

@@ -253,6 +253,8 @@ impl FlowApp {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let logs = captured_logs();
+        eprintln!("LOGS:\n{}", &logs[logs.len().saturating_sub(30000)..]);
         panic!("link {link_id} never settled");
     }
 
