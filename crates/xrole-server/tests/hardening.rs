@@ -1161,8 +1161,8 @@ async fn role_arns_follow_the_documented_rule() {
         assert_eq!(arn["pattern"], ROLE_ARN_PATTERN, "{schema}");
         assert_eq!(arn["maxLength"], 613, "{schema}");
     }
-    // The ARN is checked before the AWS side is needed: without one, a
-    // valid ARN gets 503 and an invalid one 422.
+    // The ARN is checked before the link is looked up: on a link that does
+    // not exist, a valid ARN gets 404 and an invalid one 422.
     let app = spawn_app(TestDb::sqlite().unwrap()).await;
     let org = app.create_org("Acme").await;
     let path = format!("/v1/aws-accounts/{}/role", uuid::Uuid::now_v7());
@@ -1193,7 +1193,7 @@ async fn role_arns_follow_the_documented_rule() {
             .await
             .unwrap();
         if valid {
-            assert_problem(res, 503, "unavailable").await;
+            assert_problem(res, 404, "not_found").await;
         } else {
             let v = assert_problem(res, 422, "invalid_field").await;
             assert_eq!(v["field"], "role_arn", "{arn}");

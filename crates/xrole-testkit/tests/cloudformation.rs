@@ -1336,6 +1336,11 @@ async fn assert_reads_only_itself(iam: &aws_sdk_iam::Client, role_name: &str, ro
 /// No statement grants every action, or every action of a service.
 fn assert_no_wildcard_admin(policy: &Value) {
     for statement in policy["Statement"].as_array().unwrap() {
+        if statement["Effect"] == "Deny" {
+            // A Deny only takes away; its Resource "*" is not a grant.
+            assert_eq!(statement["Sid"], "NeverTakeOverTheMasterPassword");
+            continue;
+        }
         assert_eq!(statement["Effect"], "Allow");
         let actions: Vec<&str> = match &statement["Action"] {
             Value::String(a) => vec![a.as_str()],
@@ -1347,11 +1352,13 @@ fn assert_no_wildcard_admin(policy: &Value) {
         }
         assert!(statement.get("NotAction").is_none());
         // Creates, changes and deletes are conditioned on the xrole tag (or
-        // confined by resource: images to launch, RDS's own secrets and role).
+        // confined by resource: images to launch, RDS's own secrets and role,
+        // snapshots named xrole-*).
         let sid = statement["Sid"].as_str().unwrap();
         let unconditioned_ok = [
             "RunInstancesImageAndInterface",
             "CreateDatabasesWithDefaultGroups",
+            "FinalSnapshots",
         ];
         if !unconditioned_ok.contains(&sid) {
             assert!(
@@ -1405,8 +1412,34 @@ fn assert_tag_scoped(policy: &Value) {
             "OnlyInXroleVpcs"
             | "RunInstancesInXroleNetwork"
             | "ChangeOnlyXroleEc2"
-            | "ChangeOnlyXroleDatabases" => {
+            | "TearDownOnlyXroleDatabases" => {
                 assert_eq!(equals["aws:ResourceTag/xrole:managed-by"], "xrole", "{sid}");
+            }
+            "FinalSnapshots" => {
+                assert_eq!(actions, ["rds:CreateDBSnapshot"]);
+                assert!(
+                    statement["Resource"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(":snapshot:xrole-*")
+                );
+            }
+            "FinalSnapshotsKeepXroleTags" => {
+                assert_eq!(actions, ["rds:AddTagsToResource"]);
+                assert_eq!(equals["aws:RequestTag/xrole:managed-by"], "xrole", "{sid}");
+                assert_eq!(
+                    statement["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"],
+                    json!(["xrole:*", "Name"]),
+                    "{sid}"
+                );
+            }
+            "NeverTakeOverTheMasterPassword" => {
+                assert_eq!(statement["Effect"], "Deny");
+                assert_eq!(actions, ["rds:ModifyDBInstance"]);
+                assert_eq!(
+                    statement["Condition"]["Null"]["rds:ManageMasterUserPassword"],
+                    "false"
+                );
             }
             "TagOnlyWhileCreating" => {
                 assert_eq!(actions, ["ec2:CreateTags"]);
@@ -1429,9 +1462,9 @@ fn assert_tag_scoped(policy: &Value) {
                 panic!("unexpected statement {other}: update this test and docs/onboarding.md")
             }
         }
-        if destructive {
+        if destructive && statement["Effect"] == "Allow" {
             assert!(
-                sid.starts_with("ChangeOnly"),
+                sid.starts_with("ChangeOnly") || sid.starts_with("TearDownOnly"),
                 "{sid} changes or deletes without the tag"
             );
         }
