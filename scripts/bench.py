@@ -18,12 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 
 OPERATOR_TOKEN = "bench-operator-token-0123456789"
 HELLO = "bare actix-web hello (the ceiling)"
 ROUND_SECONDS = 2
-PG_URL = os.environ.get("XROLE_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+# Loopback: no TLS, as in the tests (a TLS handshake per pooled connection
+# is not what a replica next to its database pays).
+PG_URL = os.environ.get(
+    "XROLE_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+)
 
 
 def free_port():
@@ -145,8 +150,9 @@ def pg_admin(sql):
 
 
 def pg_url(name):
-    base, _, _ = PG_URL.rpartition("/")
-    return f"{base}/{name}"
+    """PG_URL with its database replaced by `name`, keeping its query."""
+    url = urllib.parse.urlsplit(PG_URL)
+    return urllib.parse.urlunsplit(url._replace(path=f"/{name}"))
 
 
 def measure_backend(args, backend, workdir, hello_port, results, overheads):
