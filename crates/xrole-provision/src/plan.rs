@@ -274,10 +274,11 @@ fn name_rule(max: usize) -> String {
 
 fn is_az(s: &str) -> bool {
     // Such as us-east-1a, eu-central-2b, us-gov-west-1a.
-    let Some(last) = s.chars().last() else {
+    let mut chars = s.chars();
+    let Some(last) = chars.next_back() else {
         return false;
     };
-    let body = &s[..s.len() - 1];
+    let body = chars.as_str();
     let parts: Vec<&str> = body.split('-').collect();
     last.is_ascii_lowercase()
         && parts.len() >= 3
@@ -675,6 +676,16 @@ mod tests {
                 "databases[0].security_groups",
             ]
         );
+    }
+
+    #[test]
+    fn zones_ending_in_any_character_are_judged_not_panicked_on() {
+        for zone in ["us-east-1é", "us-east-1\u{1F600}", "é", "us-east-\u{e9}a"] {
+            let mut p = plan();
+            p.vpc.availability_zones[1] = zone.into();
+            assert_eq!(fields(p), ["vpc.availability_zones[1]"], "{zone}");
+        }
+        assert!(is_az("us-gov-west-1a") && !is_az("") && !is_az("a"));
     }
 
     #[test]
