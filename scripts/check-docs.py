@@ -66,6 +66,10 @@ SUBSETS = {
     "scripts/bench --only server": ("scripts/bench --quick", ["scripts/bench"]),
     "scripts/bench --only crates": ("scripts/bench --quick", ["scripts/bench"]),
     "scripts/bench --only server --quick": ("scripts/bench --quick", ["scripts/bench"]),
+    "scripts/bench --only fairness": ("scripts/bench --quick", ["scripts/bench"]),
+    # Run by `scripts/bench --quick` with 100 hostile jobs and 10 honest ones.
+    "scripts/bench-fairness": ("scripts/bench --quick", ["scripts/bench-fairness",
+                                                        "scripts/bench-fairness.py"]),
 }
 # Marked blocks that scripts/demo runs exactly as written: marker -> the script
 # that finds them by that marker.
@@ -79,6 +83,7 @@ MANUAL = {}
 # Inline code that names a program or mode in prose rather than a line to type.
 NAMES = {"xrole serve", "xrole serve --dev", "xrole worker", "pg_dump", "xrole migrate",
          "xrole keys rotate", "xrole keys reseal", "xrole keys rotate --retire-old",
+         "xrole keys retire",
          "keys rotate", "scripts/check-docs"}
 COMMANDISH = re.compile(r"^([A-Z_]+=\S* )*(scripts/|cargo |xrole |sqlite3 |pg_dump|curl |aws )")
 OPERATOR = "check-docs-operator-token-0123456789"
