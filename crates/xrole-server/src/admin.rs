@@ -1,7 +1,6 @@
 //! Operator tasks behind the CLI: migrations, re-sealing after key rotation,
 //! creating an organization from the command line.
 
-use diesel::prelude::*;
 use xrole_crypto::Keyring;
 use xrole_store::Conn;
 
@@ -47,9 +46,9 @@ pub struct ResealProgress {
 const BATCH: u32 = 500;
 
 /// Re-seals every sealed value not under the keyring's primary key: the
-/// AWS account links' External IDs and callback secrets (the store's
-/// [`xrole_store::links::reseal_all`]) and the stored idempotent responses
-/// (sealed by this server). Batches of one transaction each, so an
+/// AWS account links' External IDs and callback secrets
+/// ([`xrole_store::links::reseal_all`]) and the stored idempotent responses
+/// ([`xrole_store::idempotency::reseal_all`]). Batches of one transaction each, so an
 /// interrupted run resumes where it stopped. Returns how many values were
 /// re-sealed.
 pub fn reseal_all(
@@ -66,98 +65,15 @@ pub fn reseal_all(
             total,
         })
     })?;
-    let responses = reseal_idempotent_responses(&mut conn, keyring, &mut progress)?;
-    Ok(links.resealed + responses)
-}
-
-fn reseal_idempotent_responses(
-    conn: &mut Conn,
-    keyring: &Keyring,
-    progress: &mut impl FnMut(ResealProgress),
-) -> Result<u64, StartError> {
-    use xrole_store::schema::idempotency_records::dsl as i;
-    type Rec = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        Option<Vec<u8>>,
-    );
-    let column = "idempotency_records.response_body";
-    let total: i64 = i::idempotency_records
-        .filter(i::response_body.is_not_null())
-        .count()
-        .get_result(conn)
-        .map_err(xrole_store::Error::from)?;
-    let total = u64::try_from(total).unwrap_or(0);
-    let (mut after, mut done, mut resealed) = (String::new(), 0u64, 0u64);
-    progress(ResealProgress {
-        column,
-        done,
-        total,
-    });
-    loop {
-        let batch = xrole_store::write_transaction(conn, |conn: &mut Conn| {
-            let rows: Vec<Rec> = i::idempotency_records
-                .select((
-                    i::id,
-                    i::org_id,
-                    i::principal,
-                    i::method,
-                    i::route,
-                    i::idempotency_key,
-                    i::response_body,
-                ))
-                .filter(i::response_body.is_not_null())
-                .filter(i::id.gt(&after))
-                .order(i::id.asc())
-                .limit(i64::from(BATCH))
-                .load(conn)?;
-            let mut changed = 0u64;
-            for (id, org, principal, method, route, key, body) in &rows {
-                let Some(blob) = body else { continue };
-                if !keyring.needs_reseal(blob) {
-                    continue;
-                }
-                let aad = crate::idempotency::aad(org, principal, method, route, key);
-                let new = keyring.reseal(blob, &aad).map_err(ResealError::Crypto)?;
-                diesel::update(i::idempotency_records.find(id))
-                    .set(i::response_body.eq(Some(new)))
-                    .execute(conn)?;
-                changed += 1;
-            }
-            Ok::<_, ResealError>((rows.len() as u64, rows.last().map(|r| r.0.clone()), changed))
-        });
-        let (seen, last, changed) = batch.map_err(|e| match e {
-            ResealError::Crypto(c) => StartError::Keyring(c),
-            ResealError::Db(d) => StartError::Store(d.into()),
+    let responses =
+        xrole_store::idempotency::reseal_all(&mut conn, keyring, BATCH, |done, total| {
+            progress(ResealProgress {
+                column: "idempotency_records.response_body",
+                done,
+                total,
+            })
         })?;
-        resealed += changed;
-        done += seen;
-        progress(ResealProgress {
-            column,
-            done,
-            total,
-        });
-        match last {
-            Some(id) if seen == u64::from(BATCH) => after = id,
-            _ => return Ok(resealed),
-        }
-    }
-}
-
-#[derive(Debug)]
-enum ResealError {
-    Crypto(xrole_crypto::Error),
-    Db(diesel::result::Error),
-}
-
-impl From<diesel::result::Error> for ResealError {
-    fn from(e: diesel::result::Error) -> Self {
-        ResealError::Db(e)
-    }
+    Ok(links.resealed + responses.resealed)
 }
 
 /// `xrole org create`: an organization, its first admin (no password) and

@@ -29,7 +29,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 use xrole_crypto::Aad;
-use xrole_store::{Conn, OrgId};
+use xrole_store::Conn;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -60,8 +60,7 @@ impl IdempotencyKey {
 /// or releases it.
 #[derive(Debug, Clone)]
 pub struct Lock {
-    org: OrgId,
-    aad_row: String,
+    aad: Aad,
     lock: xrole_store::idempotency::IdempotencyLock,
 }
 
@@ -91,12 +90,7 @@ fn fingerprint(body: &[u8]) -> Vec<u8> {
 /// The sealed body's AAD names its record by the record's unique scope
 /// columns (the row id is internal to the store).
 pub fn aad(org: &str, principal: &str, method: &str, route: &str, key: &str) -> Aad {
-    Aad::new(
-        "idempotency_records",
-        "response_body",
-        org,
-        &format!("{principal}|{method}|{route}|{key}"),
-    )
+    xrole_store::idempotency::response_aad(org, principal, method, route, key)
 }
 
 /// Claims the request's `Idempotency-Key`, if any (400 when `required` and
@@ -121,7 +115,13 @@ pub async fn begin(
     // The concrete path, never the route template: the same key sent to
     // another link's `/vpcs` is another request.
     let route = req.path().to_owned();
-    let aad_row = format!("{principal_id}|{method}|{route}|{}", key.as_str());
+    let aad = aad(
+        &org.to_string(),
+        &principal_id,
+        &method,
+        &route,
+        key.as_str(),
+    );
     let fp = fingerprint(raw_body);
     let now = state.now_ms();
     let outcome = state
@@ -139,7 +139,7 @@ pub async fn begin(
         .await?;
     use xrole_store::idempotency::Begin;
     match outcome {
-        Begin::Began(lock) => Ok(Begun::Proceed(Some(Lock { org, aad_row, lock }))),
+        Begin::Began(lock) => Ok(Begun::Proceed(Some(Lock { aad, lock }))),
         Begin::InFlight { retry_after_ms } => {
             let secs = (retry_after_ms.max(0) + 999) / 1000;
             Err(ApiError::IdempotencyInFlight {
@@ -148,12 +148,6 @@ pub async fn begin(
         }
         Begin::Mismatch => Err(ApiError::IdempotencyMismatch),
         Begin::Replay(stored) => {
-            let aad = Aad::new(
-                "idempotency_records",
-                "response_body",
-                &org.to_string(),
-                &aad_row,
-            );
             let body = state
                 .keyring()
                 .open_owned(stored.body, &aad)
@@ -180,15 +174,9 @@ pub fn respond<T: Serialize>(
 ) -> Result<Prepared, ApiError> {
     let body = serde_json::to_vec(value).map_err(ApiError::internal)?;
     if let Some(lock) = lock {
-        let aad = Aad::new(
-            "idempotency_records",
-            "response_body",
-            &lock.org.to_string(),
-            &lock.aad_row,
-        );
         let sealed = state
             .keyring()
-            .seal(&body, &aad)
+            .seal(&body, &lock.aad)
             .map_err(ApiError::internal)?;
         let stored = xrole_store::idempotency::StoredResponse {
             status: status.as_u16(),

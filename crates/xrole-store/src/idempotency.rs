@@ -16,9 +16,11 @@
 use diesel::prelude::*;
 use serde::Serialize;
 use uuid::Uuid;
+use xrole_crypto::{Aad, Keyring};
 
 use crate::backend::{Conn, insert_or_ignore, write_transaction};
 use crate::error::{Error, Result};
+use crate::links::ResealReport;
 use crate::schema::idempotency_records::dsl as i;
 use crate::types::OrgId;
 
@@ -272,4 +274,88 @@ pub fn count(conn: &mut Conn, org: OrgId) -> Result<i64> {
         .filter(i::org_id.eq(org.to_string()))
         .count()
         .get_result(conn)?)
+}
+
+/// The AAD a stored response body is sealed under: it names the record by
+/// its unique scope columns (the row id is internal to the store), so a body
+/// moved to another record does not open.
+pub fn response_aad(org: &str, principal: &str, method: &str, route: &str, key: &str) -> Aad {
+    Aad::new(
+        "idempotency_records",
+        "response_body",
+        org,
+        &format!("{principal}|{method}|{route}|{key}"),
+    )
+}
+
+/// Re-seals every stored response body still under a non-primary key with
+/// the keyring's primary key (AAD [`response_aad`]), `batch` records per
+/// write transaction, calling `progress(done, total)` after each batch. An
+/// interrupted run resumes where it stopped: re-sealed bodies are skipped.
+pub fn reseal_all(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    batch: u32,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ResealReport> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<Vec<u8>>,
+    );
+    let total: i64 = i::idempotency_records
+        .filter(i::response_body.is_not_null())
+        .count()
+        .get_result(conn)?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let mut report = ResealReport::default();
+    let mut after = String::new();
+    progress(0, total);
+    loop {
+        // Read and rewrite a batch in one write transaction, so the bodies
+        // rewritten are exactly the ones read.
+        let (n, last, resealed) =
+            write_transaction(conn, |conn| -> Result<(u64, Option<String>, u64)> {
+                let rows: Vec<Row> = i::idempotency_records
+                    .select((
+                        i::id,
+                        i::org_id,
+                        i::principal,
+                        i::method,
+                        i::route,
+                        i::idempotency_key,
+                        i::response_body,
+                    ))
+                    .filter(i::response_body.is_not_null())
+                    .filter(i::id.gt(&after))
+                    .order(i::id.asc())
+                    .limit(i64::from(batch.max(1)))
+                    .load(conn)?;
+                let mut count = 0;
+                for (id, org, principal, method, route, key, body) in &rows {
+                    let Some(blob) = body else { continue };
+                    if !keyring.needs_reseal(blob) {
+                        continue;
+                    }
+                    let aad = response_aad(org, principal, method, route, key);
+                    let new = keyring.reseal(blob, &aad).map_err(Error::Crypto)?;
+                    diesel::update(i::idempotency_records.find(id))
+                        .set(i::response_body.eq(Some(new)))
+                        .execute(conn)?;
+                    count += 1;
+                }
+                Ok((rows.len() as u64, rows.last().map(|r| r.0.clone()), count))
+            })?;
+        let Some(last) = last else { break };
+        after = last;
+        report.rows += n;
+        report.resealed += resealed;
+        // Records inserted meanwhile can push `done` past the first count.
+        progress(report.rows, total.max(report.rows));
+    }
+    Ok(report)
 }

@@ -337,6 +337,20 @@ pub fn queued_for_link(conn: &mut Conn, org: OrgId, link: LinkId, kind: &str) ->
     rows.into_iter().map(Job::try_from).collect()
 }
 
+/// Deletes every job of link `link` of `org` that is not running (their
+/// steps go with them), before the link itself is deleted; returns how many.
+/// A running job keeps its row, so the link's deletion then fails with
+/// [`Error::InUse`]. One statement, so it joins the caller's transaction.
+pub fn delete_idle_of_link(conn: &mut Conn, org: OrgId, link: LinkId) -> Result<usize> {
+    Ok(diesel::delete(
+        j::jobs
+            .filter(j::org_id.eq(org.to_string()))
+            .filter(j::link_id.eq(link.to_string()))
+            .filter(j::state.ne(JobState::Running.as_str())),
+    )
+    .execute(conn)?)
+}
+
 /// Cancels a queued or running job of `org` (a running worker then gets
 /// [`Error::LeaseLost`] on its next call). A finished job stays as it is.
 pub fn cancel(conn: &mut Conn, org: OrgId, id: JobId, now_ms: i64) -> Result<Job> {

@@ -122,26 +122,6 @@ fn list_owned(
     }
 }
 
-/// Revokes every unrevoked key `user` owns; returns how many (used when a
-/// user is removed; the change is one statement in the caller's transaction).
-pub fn revoke_all_of_user(
-    conn: &mut Conn,
-    org: OrgId,
-    user: UserId,
-    now: i64,
-) -> Result<usize, ApiError> {
-    use diesel::prelude::*;
-    use xrole_store::schema::api_keys::dsl as k;
-    Ok(diesel::update(
-        k::api_keys
-            .filter(k::org_id.eq(org.to_string()))
-            .filter(k::owner_user_id.eq(user.to_string()))
-            .filter(k::revoked_ms.is_null()),
-    )
-    .set(k::revoked_ms.eq(now))
-    .execute(conn)?)
-}
-
 /// Create an API key acting as the caller's user, with the caller's role.
 /// The token is in this response only.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,

@@ -456,8 +456,6 @@ pub async fn delete(
     let st = state.get_ref().clone();
     let role = state
         .tx(move |conn| {
-            use diesel::prelude::*;
-            use xrole_store::schema::jobs::dsl as j;
             let org = principal.org_id;
             let now = st.now_ms();
             let link = xrole_store::links::get(conn, org, id)?;
@@ -482,13 +480,7 @@ pub async fn delete(
             // A running job keeps its link; the others go with it (their
             // steps too). A job that starts meanwhile keeps its row, and
             // the link's deletion then fails on it: 409 as well.
-            let jobs = diesel::delete(
-                j::jobs
-                    .filter(j::org_id.eq(org.to_string()))
-                    .filter(j::link_id.eq(id.to_string()))
-                    .filter(j::state.ne(xrole_store::JobState::Running.as_str())),
-            )
-            .execute(conn)?;
+            let jobs = xrole_store::jobs::delete_idle_of_link(conn, org, id)?;
             match xrole_store::links::delete(conn, org, id) {
                 Ok(()) => {}
                 Err(xrole_store::Error::InUse(_)) => return Err(running()),

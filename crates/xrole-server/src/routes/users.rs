@@ -13,7 +13,6 @@ use crate::body::{path_id, query, read_json};
 use crate::error::{ApiError, Problem};
 use crate::idempotency;
 use crate::pagination::PageQuery;
-use crate::routes::api_keys;
 use crate::routes::models::{Page, UserOut};
 use crate::state::AppState;
 
@@ -307,7 +306,8 @@ pub async fn delete(
         .tx(move |conn| {
             let now = st.now_ms();
             let user = xrole_store::users::get(conn, principal.org_id, id)?;
-            let revoked = api_keys::revoke_all_of_user(conn, principal.org_id, id, now)?;
+            let revoked =
+                xrole_store::api_keys::revoke_all_of_user(conn, principal.org_id, id, now)?;
             // The user's keys go with the row (ON DELETE CASCADE).
             xrole_store::users::delete(conn, principal.org_id, id)?;
             audit::record(

@@ -1389,3 +1389,54 @@ fn running_servers_report_the_key_they_seal_with() {
         Ok(())
     });
 }
+
+#[test]
+fn a_link_goes_with_its_idle_jobs_but_never_under_a_running_one() {
+    each_backend(|_, conn| {
+        let keyring = Keyring::generate()?;
+        let org = org(conn, "acme");
+        let other = crate::org(conn, "globex");
+        let (link, _, _) = new_link(conn, &keyring, org, "prod");
+        let (theirs, _, _) = new_link(conn, &keyring, other, "prod");
+        let job = |conn: &mut Conn, org, link| {
+            jobs::enqueue(
+                conn,
+                org,
+                &NewJob {
+                    link: Some(link),
+                    kind: "vpc",
+                    payload: &json!({}),
+                    max_attempts: 3,
+                },
+                T0,
+            )
+        };
+        job(conn, org, link)?;
+        job(conn, org, link)?;
+        job(conn, other, theirs)?;
+        // One of the two starts running (the claim order is not this test's
+        // business: keep claiming until it is this link's).
+        let running = loop {
+            let c = jobs::claim(conn, "w1", 60_000, T0 + 1)?.unwrap();
+            if c.job.link_id == Some(link) {
+                break c;
+            }
+        };
+        // Another organization's id changes nothing of theirs.
+        assert_eq!(jobs::delete_idle_of_link(conn, other, link)?, 0);
+        assert_eq!(jobs::delete_idle_of_link(conn, org, link)?, 1);
+        assert!(matches!(
+            links::delete(conn, org, link),
+            Err(Error::InUse(_))
+        ));
+        assert_eq!(
+            jobs::get(conn, org, running.job.id)?.state,
+            JobState::Running
+        );
+        jobs::complete(conn, &running.lease, &json!({}), T0 + 2)?;
+        assert_eq!(jobs::delete_idle_of_link(conn, org, link)?, 1);
+        links::delete(conn, org, link)?;
+        assert!(links::get(conn, other, theirs).is_ok());
+        Ok(())
+    });
+}
