@@ -200,7 +200,7 @@ def main():
                                    "--database-url", f"sqlite://{work}/xrole.db"],
                                   cwd=work, env=env, stdout=log, stderr=log)
         wait_http(port, "/readyz")
-        workers = os.environ.get("XROLE_WORKERS", "32")
+        workers = os.environ.get("XROLE_WORKERS", "128")
         per_org = os.environ.get("XROLE_JOBS_PER_ORG", "4")
         print(f"==> onboarding 1 hostile + {args.honest} honest organizations "
               f"(one customer account each, {args.delay_ms} ms added to every AWS call)", flush=True)

@@ -70,6 +70,8 @@ SUBSETS = {
     # Run by `scripts/bench --quick` with 100 hostile jobs and 10 honest ones.
     "scripts/bench-fairness": ("scripts/bench --quick", ["scripts/bench-fairness",
                                                         "scripts/bench-fairness.py"]),
+    "XROLE_WORKERS=32 scripts/bench-fairness": ("scripts/bench --quick",
+                                                ["scripts/bench-fairness"]),
 }
 # Marked blocks that scripts/demo runs exactly as written: marker -> the script
 # that finds them by that marker.

@@ -128,7 +128,7 @@ impl Default for Config {
                 per_second: 50.0,
                 burst: 100,
             },
-            workers: 32,
+            workers: 128,
             jobs_per_org: 4,
             login_concurrency: 4,
             keyring_reload_secs: 2,
