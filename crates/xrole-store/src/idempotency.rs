@@ -20,7 +20,7 @@ use xrole_crypto::{Aad, Keyring};
 
 use crate::backend::{Conn, insert_or_ignore, write_transaction};
 use crate::error::{Error, Result};
-use crate::links::ResealReport;
+use crate::reseal::ResealReport;
 use crate::schema::idempotency_records::dsl as i;
 use crate::types::OrgId;
 
@@ -296,7 +296,7 @@ pub fn reseal_all(
     conn: &mut Conn,
     keyring: &Keyring,
     batch: u32,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<ResealReport> {
     type Row = (
         String,
@@ -311,51 +311,39 @@ pub fn reseal_all(
         .filter(i::response_body.is_not_null())
         .count()
         .get_result(conn)?;
-    let total = u64::try_from(total).unwrap_or(0);
-    let mut report = ResealReport::default();
-    let mut after = String::new();
-    progress(0, total);
-    loop {
-        // Read and rewrite a batch in one write transaction, so the bodies
-        // rewritten are exactly the ones read.
-        let (n, last, resealed) =
-            write_transaction(conn, |conn| -> Result<(u64, Option<String>, u64)> {
-                let rows: Vec<Row> = i::idempotency_records
-                    .select((
-                        i::id,
-                        i::org_id,
-                        i::principal,
-                        i::method,
-                        i::route,
-                        i::idempotency_key,
-                        i::response_body,
-                    ))
-                    .filter(i::response_body.is_not_null())
-                    .filter(i::id.gt(&after))
-                    .order(i::id.asc())
-                    .limit(i64::from(batch.max(1)))
-                    .load(conn)?;
-                let mut count = 0;
-                for (id, org, principal, method, route, key, body) in &rows {
-                    let Some(blob) = body else { continue };
-                    if !keyring.needs_reseal(blob) {
-                        continue;
-                    }
-                    let aad = response_aad(org, principal, method, route, key);
-                    let new = keyring.reseal(blob, &aad).map_err(Error::Crypto)?;
-                    diesel::update(i::idempotency_records.find(id))
-                        .set(i::response_body.eq(Some(new)))
-                        .execute(conn)?;
-                    count += 1;
-                }
-                Ok((rows.len() as u64, rows.last().map(|r| r.0.clone()), count))
-            })?;
-        let Some(last) = last else { break };
-        after = last;
-        report.rows += n;
-        report.resealed += resealed;
-        // Records inserted meanwhile can push `done` past the first count.
-        progress(report.rows, total.max(report.rows));
-    }
-    Ok(report)
+    crate::reseal::in_batches(conn, total, progress, |conn, after| {
+        let rows: Vec<Row> = i::idempotency_records
+            .select((
+                i::id,
+                i::org_id,
+                i::principal,
+                i::method,
+                i::route,
+                i::idempotency_key,
+                i::response_body,
+            ))
+            .filter(i::response_body.is_not_null())
+            .filter(i::id.gt(after))
+            .order(i::id.asc())
+            .limit(i64::from(batch.max(1)))
+            .load(conn)?;
+        let mut resealed = 0;
+        for (id, org, principal, method, route, key, body) in &rows {
+            let Some(blob) = body else { continue };
+            if !keyring.needs_reseal(blob) {
+                continue;
+            }
+            let aad = response_aad(org, principal, method, route, key);
+            let new = keyring.reseal(blob, &aad).map_err(Error::Crypto)?;
+            diesel::update(i::idempotency_records.find(id))
+                .set(i::response_body.eq(Some(new)))
+                .execute(conn)?;
+            resealed += 1;
+        }
+        Ok(crate::reseal::Batch {
+            rows: rows.len() as u64,
+            last: rows.last().map(|r| r.0.clone()),
+            resealed,
+        })
+    })
 }

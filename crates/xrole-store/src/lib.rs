@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod keyring_instances;
 pub mod links;
 pub mod orgs;
+mod reseal;
 pub mod resources;
 pub mod schema;
 mod types;

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 use xrole_crypto::{Aad, ExternalId, Keyring, WebhookSecret};
 
-use crate::backend::{Conn, write_transaction};
+use crate::backend::Conn;
 use crate::error::{Error, Result};
 use crate::schema::aws_account_links::dsl as l;
 use crate::types::{
@@ -612,14 +612,7 @@ fn page_of<T>(
     paginate(rows, limit, |r: &Row| (r.created_ms, r.id.clone()), convert)
 }
 
-/// What [`reseal_all`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ResealReport {
-    /// Rows examined.
-    pub rows: u64,
-    /// Sealed values rewritten under the primary key.
-    pub resealed: u64,
-}
+pub use crate::reseal::ResealReport;
 
 /// Re-seals every sealed column still under a non-primary key with the
 /// keyring's primary key, `batch` rows per transaction, calling
@@ -630,71 +623,59 @@ pub fn reseal_all(
     conn: &mut Conn,
     keyring: &Keyring,
     batch: u32,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<ResealReport> {
     let total: i64 = l::aws_account_links.count().get_result(conn)?;
-    let total = u64::try_from(total).unwrap_or(0);
-    let mut report = ResealReport::default();
-    let mut after = String::new();
-    progress(0, total);
-    loop {
-        // Read and rewrite a batch in one write transaction, so the blobs
-        // rewritten are exactly the ones read.
-        let (n, last, resealed) =
-            write_transaction(conn, |conn| -> Result<(u64, Option<String>, u64)> {
-                let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> = l::aws_account_links
-                    .select((
-                        l::id,
-                        l::org_id,
-                        l::external_id_sealed,
-                        l::callback_secret_sealed,
-                    ))
-                    .filter(l::id.gt(&after))
-                    .order(l::id.asc())
-                    .limit(i64::from(batch.max(1)))
-                    .load(conn)?;
-                let mut count = 0;
-                for (id, org, ext, cb) in &rows {
-                    let ext_new = if keyring.needs_reseal(ext) {
-                        count += 1;
-                        Some(
-                            keyring
-                                .reseal(ext, &external_id_aad(org, id))
-                                .map_err(Error::Crypto)?,
-                        )
-                    } else {
-                        None
-                    };
-                    let cb_new = if keyring.needs_reseal(cb) {
-                        count += 1;
-                        Some(
-                            keyring
-                                .reseal(cb, &callback_secret_aad(org, id))
-                                .map_err(Error::Crypto)?,
-                        )
-                    } else {
-                        None
-                    };
-                    if ext_new.is_none() && cb_new.is_none() {
-                        continue;
-                    }
-                    diesel::update(l::aws_account_links.find(id))
-                        .set((
-                            l::external_id_sealed.eq(ext_new.as_ref().unwrap_or(ext)),
-                            l::callback_secret_sealed.eq(cb_new.as_ref().unwrap_or(cb)),
-                        ))
-                        .execute(conn)?;
-                }
-                Ok((rows.len() as u64, rows.last().map(|r| r.0.clone()), count))
-            })?;
-        let Some(last) = last else { break };
-        after = last;
-        report.rows += n;
-        report.resealed += resealed;
-        // Rows inserted meanwhile can push `done` past the first count.
-        progress(report.rows, total.max(report.rows));
-    }
-    Ok(report)
+    crate::reseal::in_batches(conn, total, progress, |conn, after| {
+        let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> = l::aws_account_links
+            .select((
+                l::id,
+                l::org_id,
+                l::external_id_sealed,
+                l::callback_secret_sealed,
+            ))
+            .filter(l::id.gt(after))
+            .order(l::id.asc())
+            .limit(i64::from(batch.max(1)))
+            .load(conn)?;
+        let mut resealed = 0;
+        for (id, org, ext, cb) in &rows {
+            let ext_new = if keyring.needs_reseal(ext) {
+                resealed += 1;
+                Some(
+                    keyring
+                        .reseal(ext, &external_id_aad(org, id))
+                        .map_err(Error::Crypto)?,
+                )
+            } else {
+                None
+            };
+            let cb_new = if keyring.needs_reseal(cb) {
+                resealed += 1;
+                Some(
+                    keyring
+                        .reseal(cb, &callback_secret_aad(org, id))
+                        .map_err(Error::Crypto)?,
+                )
+            } else {
+                None
+            };
+            if ext_new.is_none() && cb_new.is_none() {
+                continue;
+            }
+            diesel::update(l::aws_account_links.find(id))
+                .set((
+                    l::external_id_sealed.eq(ext_new.as_ref().unwrap_or(ext)),
+                    l::callback_secret_sealed.eq(cb_new.as_ref().unwrap_or(cb)),
+                ))
+                .execute(conn)?;
+        }
+        Ok(crate::reseal::Batch {
+            rows: rows.len() as u64,
+            last: rows.last().map(|r| r.0.clone()),
+            resealed,
+        })
+    })
 }
 
 /// How many sealed values are still under a key other than the primary
