@@ -46,8 +46,9 @@ pub struct ResealProgress {
 const BATCH: u32 = 500;
 
 /// Re-seals every sealed value not under the keyring's primary key: the
-/// AWS account links' External IDs and callback secrets
-/// ([`xrole_store::links::reseal_all`]) and the stored idempotent responses
+/// AWS account links' and organization connections' External IDs and
+/// callback secrets ([`xrole_store::links::reseal_all`],
+/// [`xrole_store::connections::reseal_all`]) and the stored idempotent responses
 /// ([`xrole_store::idempotency::reseal_all`]). Batches of one transaction each, so an
 /// interrupted run resumes where it stopped. Returns how many values were
 /// re-sealed.
@@ -65,6 +66,14 @@ pub fn reseal_all(
             total,
         })
     })?;
+    let connections =
+        xrole_store::connections::reseal_all(&mut conn, keyring, BATCH, |done, total| {
+            progress(ResealProgress {
+                column: "aws_org_connections",
+                done,
+                total,
+            })
+        })?;
     let responses =
         xrole_store::idempotency::reseal_all(&mut conn, keyring, BATCH, |done, total| {
             progress(ResealProgress {
@@ -73,7 +82,7 @@ pub fn reseal_all(
                 total,
             })
         })?;
-    Ok(links.resealed + responses.resealed)
+    Ok(links.resealed + connections.resealed + responses.resealed)
 }
 
 /// `xrole org create`: an organization, its first admin (no password) and

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `XROLE_SAAS_PRINCIPAL_ARN` | the principal customers' roles trust | found with `GetCallerIdentity` at start-up |
 //! | `XROLE_TEMPLATE_URL` | where CloudFormation reads `xrole-role.yaml` | `<XROLE_PUBLIC_URL>/v1/cloudformation/xrole-role.yaml` |
+//! | `XROLE_STACKSET_TEMPLATE_URL` | where CloudFormation reads `xrole-stackset.yaml` (organization connections) | `<XROLE_PUBLIC_URL>/v1/cloudformation/xrole-stackset.yaml` |
 //! | `XROLE_ASSUME_PROPAGATION_SECONDS` | how long verification retries AccessDenied on a new role | 120 |
 //! | `XROLE_JOB_LEASE_SECONDS` | a job worker's lease; a dead worker's jobs resume after it | 60 |
 //! | `XROLE_JOB_POLL_MILLISECONDS` | how often an idle worker looks for jobs | 500 |
@@ -28,6 +29,8 @@ use xrole_crypto::ExternalId;
 pub const CONSOLE_URL: &str = "https://console.aws.amazon.com/cloudformation/home";
 /// The template's path on this server.
 pub const TEMPLATE_PATH: &str = "/v1/cloudformation/xrole-role.yaml";
+/// The StackSet template's path on this server.
+pub const STACKSET_TEMPLATE_PATH: &str = "/v1/cloudformation/xrole-stackset.yaml";
 /// The callback route.
 pub const CALLBACK_PATH: &str = "/v1/callbacks/cloudformation";
 /// How long a link waits for its stack's first report.
@@ -57,6 +60,8 @@ pub struct AwsSettings {
     pub saas_principal_arn: Option<String>,
     /// Where the template is hosted.
     pub template_url: Option<String>,
+    /// Where the StackSet template is hosted.
+    pub stackset_template_url: Option<String>,
     /// Verification's AccessDenied retry window.
     pub propagation_window: Duration,
     /// A job worker's lease.
@@ -80,6 +85,7 @@ impl Default for AwsSettings {
         AwsSettings {
             saas_principal_arn: None,
             template_url: None,
+            stackset_template_url: None,
             propagation_window: Duration::from_secs(120),
             lease: Duration::from_secs(60),
             job_poll: Duration::from_millis(500),
@@ -117,6 +123,13 @@ impl AwsSettings {
                 message: e.to_string(),
             })?;
             s.template_url = Some(v);
+        }
+        if let Some(v) = env("XROLE_STACKSET_TEMPLATE_URL").filter(|v| !v.is_empty()) {
+            url::Url::parse(&v).map_err(|e| AwsStartError::Invalid {
+                name: "XROLE_STACKSET_TEMPLATE_URL",
+                message: e.to_string(),
+            })?;
+            s.stackset_template_url = Some(v);
         }
         let secs = |name: &'static str, v: String| {
             v.parse::<u64>().map_err(|e| AwsStartError::Invalid {
@@ -487,6 +500,17 @@ pub fn onboarding(
         ("CallbackUrl", callback_url.to_owned()),
         ("CallbackSecret", callback_secret.to_owned()),
     ];
+    quick_create(template_url, region, stack_name, parameters)
+}
+
+/// The console's quick-create link for `template_url` with every parameter
+/// filled in.
+fn quick_create(
+    template_url: &str,
+    region: &str,
+    stack_name: String,
+    parameters: Vec<(&'static str, String)>,
+) -> Onboarding {
     let mut fragment = url::form_urlencoded::Serializer::new(String::new());
     fragment.append_pair("templateURL", template_url);
     fragment.append_pair("stackName", &stack_name);
@@ -504,6 +528,62 @@ pub fn onboarding(
         stack_name,
         quick_create_url,
     }
+}
+
+/// What the StackSet template of an organization connection needs besides
+/// the parameters every account's role shares.
+#[derive(Debug)]
+pub struct OrganizationTemplate<'a> {
+    /// `xrole-stackset.yaml`'s URL.
+    pub stackset_template_url: &'a str,
+    /// `xrole-role.yaml`'s URL (each account's stack).
+    pub role_template_url: &'a str,
+    /// The region every account's stack runs in.
+    pub region: &'a str,
+    /// The connection.
+    pub connection_id: &'a str,
+}
+
+/// The StackSet template's parameters and quick-create link for an
+/// organization connection; `OrganizationalUnitIds` is left for the
+/// customer to fill in.
+pub fn organization_onboarding(
+    t: &OrganizationTemplate<'_>,
+    saas_principal_arn: &str,
+    external_id: &ExternalId,
+    access_level: xrole_store::AccessLevel,
+    callback_url: &str,
+    callback_secret: &str,
+) -> Onboarding {
+    let level = match access_level {
+        xrole_store::AccessLevel::Provisioning => "Provisioning",
+        _ => "ReadOnly",
+    };
+    let short: String = t
+        .connection_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
+    let parameters = vec![
+        ("OrganizationalUnitIds", String::new()),
+        ("DeploymentRegion", t.region.to_owned()),
+        ("CallAs", "SELF".to_owned()),
+        ("RoleTemplateUrl", t.role_template_url.to_owned()),
+        ("SaasPrincipalArn", saas_principal_arn.to_owned()),
+        ("ExternalId", external_id.as_str().to_owned()),
+        ("AccessLevel", level.to_owned()),
+        ("PermissionsBoundaryArn", String::new()),
+        ("ConnectionId", t.connection_id.to_owned()),
+        ("CallbackUrl", callback_url.to_owned()),
+        ("CallbackSecret", callback_secret.to_owned()),
+    ];
+    quick_create(
+        t.stackset_template_url,
+        t.region,
+        format!("xrole-org-{short}"),
+        parameters,
+    )
 }
 
 #[cfg(test)]

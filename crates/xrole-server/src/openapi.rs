@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{api_keys, audit, health, organizations, sessions, users, whoami};
-use crate::routes::{aws_accounts, callbacks, cloudformation, jobs, resources};
+use crate::routes::{aws_accounts, aws_organizations, callbacks, cloudformation, jobs, resources};
 
 /// The document's root.
 #[derive(Debug, OpenApi)]
@@ -44,12 +44,17 @@ use crate::routes::{aws_accounts, callbacks, cloudformation, jobs, resources};
         aws_accounts::create_instances,
         aws_accounts::create_database,
         aws_accounts::list_resources,
+        aws_organizations::create,
+        aws_organizations::list,
+        aws_organizations::get,
+        aws_organizations::delete,
         callbacks::cloudformation,
         resources::get,
         resources::delete,
         jobs::list,
         jobs::get,
         cloudformation::template,
+        cloudformation::stackset_template,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth, &PublicOperations, &FieldRules, &StandardErrors, &ProblemJson, &OperationIds, &LinkIds, &TemplateSchema),
@@ -61,6 +66,7 @@ use crate::routes::{aws_accounts, callbacks, cloudformation, jobs, resources};
         (name = "api-keys", description = "Bearer credentials"),
         (name = "audit", description = "The audit trail"),
         (name = "aws-accounts", description = "Links to customers' AWS accounts, and provisioning in them"),
+        (name = "aws-organizations", description = "Connections to AWS Organizations: one StackSet, a link per member account"),
         (name = "resources", description = "AWS resources xrole made"),
         (name = "jobs", description = "Provisioning, teardown and verification jobs"),
     )
@@ -165,11 +171,12 @@ impl Modify for FieldRules {
 
 /// The operations of these paths serve static or in-memory content: no
 /// database, no credentials, no input, hence no error status.
-const STATIC_PATHS: [&str; 4] = [
+const STATIC_PATHS: [&str; 5] = [
     "/healthz",
     "/metrics",
     "/openapi.json",
     "/v1/cloudformation/xrole-role.yaml",
+    "/v1/cloudformation/xrole-stackset.yaml",
 ];
 
 /// Adds to every operation the error statuses it can answer because of
@@ -501,18 +508,23 @@ struct TemplateSchema;
 impl Modify for TemplateSchema {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::RefOr;
-        let Some(op) = openapi
-            .paths
-            .paths
-            .get_mut("/v1/cloudformation/xrole-role.yaml")
-            .and_then(|item| item.get.as_mut())
-        else {
-            return;
-        };
-        if let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200")
-            && let Some(yaml) = ok.content.get_mut("application/yaml")
-        {
-            yaml.schema = Some(cloudformation::template_schema());
+        for path in [
+            "/v1/cloudformation/xrole-role.yaml",
+            "/v1/cloudformation/xrole-stackset.yaml",
+        ] {
+            let Some(op) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.get.as_mut())
+            else {
+                continue;
+            };
+            if let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200")
+                && let Some(yaml) = ok.content.get_mut("application/yaml")
+            {
+                yaml.schema = Some(cloudformation::template_schema());
+            }
         }
     }
 }

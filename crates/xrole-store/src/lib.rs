@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit;
 mod backend;
+pub mod connections;
 mod error;
 pub mod idempotency;
 pub mod jobs;
@@ -22,7 +23,7 @@ pub use backend::{
 };
 pub use error::{Error, Result};
 pub use types::{
-    AccessLevel, ApiKeyId, AuditEventId, Cursor, Email, JobId, JobState, JobStepId, LinkId,
-    LinkState, MAX_PAGE_SIZE, OrgId, Page, PageRequest, ResourceId, ResourceState, UserId,
+    AccessLevel, ApiKeyId, AuditEventId, ConnectionId, Cursor, Email, JobId, JobState, JobStepId,
+    LinkId, LinkState, MAX_PAGE_SIZE, OrgId, Page, PageRequest, ResourceId, ResourceState, UserId,
     UserRole,
 };

@@ -13,7 +13,8 @@ use crate::backend::Conn;
 use crate::error::{Error, Result};
 use crate::schema::aws_account_links::dsl as l;
 use crate::types::{
-    AccessLevel, LinkId, LinkState, OrgId, Page, PageRequest, before_cursor, paginate, parse_col,
+    AccessLevel, ConnectionId, LinkId, LinkState, OrgId, Page, PageRequest, before_cursor,
+    paginate, parse_col,
 };
 
 /// The table name in the AAD of sealed link columns.
@@ -69,6 +70,9 @@ pub struct Link {
     /// Whether the last verification audited the trust policy (`audited`)
     /// or could not read it (`not_readable`).
     pub trust_policy_audit: Option<String>,
+    /// The organization connection this link is an account of (its stack
+    /// came from the connection's StackSet), if any.
+    pub connection_id: Option<ConnectionId>,
 }
 
 /// What [`create`] needs. The server generates both secrets
@@ -178,6 +182,7 @@ struct Row {
     updated_ms: i64,
     generation: i64,
     trust_policy_audit: Option<String>,
+    connection_id: Option<String>,
 }
 
 impl TryFrom<Row> for Link {
@@ -202,6 +207,7 @@ impl TryFrom<Row> for Link {
             updated_ms: r.updated_ms,
             generation: r.generation,
             trust_policy_audit: r.trust_policy_audit,
+            connection_id: r.connection_id.as_deref().map(parse_col).transpose()?,
         })
     }
 }
@@ -263,6 +269,7 @@ pub fn create(
         updated_ms: now_ms,
         generation: 0,
         trust_policy_audit: None,
+        connection_id: None,
     };
     diesel::insert_into(l::aws_account_links)
         .values(&row)
@@ -385,6 +392,112 @@ pub fn reveal_callback_secret(
         kind: "callback secret",
     })?;
     WebhookSecret::parse(text).map_err(Error::Crypto)
+}
+
+/// What [`join_connection`] needs: an account of an organization
+/// connection whose stack reported.
+#[derive(Debug)]
+pub struct NewAccountLink<'a> {
+    /// The connection.
+    pub connection: ConnectionId,
+    /// The reporting account (12 digits, checked by the caller).
+    pub aws_account_id: &'a str,
+    /// Label of the new link.
+    pub name: &'a str,
+    /// The connection's permission set.
+    pub access_level: AccessLevel,
+    /// The connection's External ID: every account's role requires it.
+    pub external_id: &'a ExternalId,
+}
+
+/// The blind index of an account link of a connection: its accounts share
+/// the connection's External ID, so the index names the pair instead, and
+/// its unique constraint also makes one link per account.
+fn account_link_index(keyring: &Keyring, connection: ConnectionId, account: &str) -> [u8; 32] {
+    keyring.blind_index(
+        "connection_account",
+        format!("{connection}/{account}").as_bytes(),
+    )
+}
+
+/// The link of `org` for `account` under `connection`, if its stack reported.
+pub fn of_connection_account(
+    conn: &mut Conn,
+    org: OrgId,
+    connection: ConnectionId,
+    account: &str,
+) -> Result<Option<Link>> {
+    l::aws_account_links
+        .filter(l::org_id.eq(org.to_string()))
+        .filter(l::connection_id.eq(connection.to_string()))
+        .filter(l::aws_account_id.eq(account))
+        .select(Row::as_select())
+        .first(conn)
+        .optional()?
+        .map(Link::try_from)
+        .transpose()
+}
+
+/// The link for an account of an organization connection: the existing one,
+/// or a new `pending` one (`true`) holding the connection's External ID
+/// sealed under its own row. Callbacks racing for the same account end with
+/// one link (the unique index on connection and account decides). The
+/// link's own callback secret is random and never shown: its stack reports
+/// with the connection's.
+pub fn join_connection(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    org: OrgId,
+    new: &NewAccountLink<'_>,
+    now_ms: i64,
+) -> Result<(Link, bool)> {
+    if let Some(l) = of_connection_account(conn, org, new.connection, new.aws_account_id)? {
+        return Ok((l, false));
+    }
+    let id = LinkId::new().to_string();
+    let org_s = org.to_string();
+    let unused = WebhookSecret::try_generate().map_err(Error::Crypto)?;
+    let row = Row {
+        external_id_sealed: keyring
+            .seal(
+                new.external_id.as_str().as_bytes(),
+                &external_id_aad(&org_s, &id),
+            )
+            .map_err(Error::Crypto)?,
+        external_id_index: account_link_index(keyring, new.connection, new.aws_account_id).to_vec(),
+        callback_secret_sealed: keyring
+            .seal(
+                unused.expose_secret().as_bytes(),
+                &callback_secret_aad(&org_s, &id),
+            )
+            .map_err(Error::Crypto)?,
+        id,
+        org_id: org_s,
+        name: new.name.to_owned(),
+        state: LinkState::Pending.as_str().to_owned(),
+        aws_account_id: new.aws_account_id.to_owned(),
+        role_arn: None,
+        access_level: new.access_level.as_str().to_owned(),
+        callback_secret_expires_ms: now_ms,
+        stack_id: None,
+        region: None,
+        last_callback_ms: None,
+        last_verified_ms: None,
+        last_verification_result: None,
+        last_error: None,
+        created_ms: now_ms,
+        updated_ms: now_ms,
+        generation: 0,
+        trust_policy_audit: None,
+        connection_id: Some(new.connection.to_string()),
+    };
+    let n = crate::backend::insert_or_ignore!(conn, l::aws_account_links, &row)?;
+    if n == 1 {
+        return Ok((row.try_into()?, true));
+    }
+    let l = of_connection_account(conn, org, new.connection, new.aws_account_id)?
+        .ok_or(Error::Duplicate("external_id"))?;
+    Ok((l, false))
 }
 
 macro_rules! one_link {
@@ -574,19 +687,22 @@ pub fn delete(conn: &mut Conn, org: OrgId, id: LinkId) -> Result<()> {
 
 /// The links of `org`, newest first.
 pub fn list(conn: &mut Conn, org: OrgId, page: &PageRequest) -> Result<Page<Link>> {
-    page_of(conn, org, page, Link::try_from)
+    page_of(conn, org, None, page, Link::try_from)
 }
 
 /// [`list`] with each link's External ID in clear, from the same read;
 /// `None` for a link whose External ID the keyring cannot open: one such
 /// row never hides the others.
+///
+/// With `connection`, only that organization connection's account links.
 pub fn list_revealed(
     conn: &mut Conn,
     keyring: &Keyring,
     org: OrgId,
+    connection: Option<ConnectionId>,
     page: &PageRequest,
 ) -> Result<Page<(Link, Option<ExternalId>)>> {
-    page_of(conn, org, page, |r| {
+    page_of(conn, org, connection, page, |r| {
         let ext = open_external_id(keyring, &r).ok();
         Ok((Link::try_from(r)?, ext))
     })
@@ -596,14 +712,18 @@ pub fn list_revealed(
 fn page_of<T>(
     conn: &mut Conn,
     org: OrgId,
+    connection: Option<ConnectionId>,
     page: &PageRequest,
     convert: impl Fn(Row) -> Result<T>,
 ) -> Result<Page<T>> {
     let limit = page.clamped_limit();
-    let q = l::aws_account_links
+    let mut q = l::aws_account_links
         .filter(l::org_id.eq(org.to_string()))
         .select(Row::as_select())
         .into_boxed();
+    if let Some(c) = connection {
+        q = q.filter(l::connection_id.eq(c.to_string()));
+    }
     let q = before_cursor!(q, &page.cursor, l::created_ms, l::id);
     let rows = q
         .order((l::created_ms.desc(), l::id.desc()))

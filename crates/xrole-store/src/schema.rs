@@ -65,6 +65,23 @@ diesel::table! {
         updated_ms -> BigInt,
         generation -> BigInt,
         trust_policy_audit -> Nullable<Text>,
+        connection_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    aws_org_connections (id) {
+        id -> Text,
+        org_id -> Text,
+        name -> Text,
+        access_level -> Text,
+        region -> Text,
+        management_account_id -> Nullable<Text>,
+        external_id_sealed -> Binary,
+        external_id_index -> Binary,
+        callback_secret_sealed -> Binary,
+        created_ms -> BigInt,
+        updated_ms -> BigInt,
     }
 }
 
@@ -184,6 +201,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     users,
     api_keys,
     aws_account_links,
+    aws_org_connections,
     seen_webhook_ids,
     jobs,
     job_org_turns,

@@ -73,6 +73,10 @@ id_type!(
     LinkId, "link id"
 );
 id_type!(
+    /// A connection to an AWS Organization (a link per member account).
+    ConnectionId, "connection id"
+);
+id_type!(
     /// A background job.
     JobId, "job id"
 );

@@ -81,6 +81,10 @@ pub struct LinkOut {
     /// audited it (`audited`), or could not (`not_readable`: a role made
     /// without the template may not read itself; the probes alone decided).
     pub trust_policy_audit: Option<String>,
+    /// The AWS Organization connection this account belongs to (its stack
+    /// came from the connection's StackSet), if any.
+    #[schema(format = Uuid)]
+    pub organization_id: Option<String>,
     /// Until when the stack may first report (RFC 3339).
     pub expires_at: String,
     /// Creation time (RFC 3339).
@@ -112,6 +116,7 @@ impl LinkOut {
             last_verification_result: l.last_verification_result.clone(),
             last_error: l.last_error.clone(),
             trust_policy_audit: l.trust_policy_audit.clone(),
+            organization_id: l.connection_id.map(|c| c.to_string()),
             expires_at: format_ms(l.callback_secret_expires_ms),
             created_at: format_ms(l.created_ms),
             updated_at: format_ms(l.updated_ms),
@@ -220,7 +225,7 @@ pub fn parse_region(raw: &str, field: &'static str) -> Result<String, ApiError> 
     }
 }
 
-fn parse_access_level(raw: &str) -> Result<AccessLevel, ApiError> {
+pub fn parse_access_level(raw: &str) -> Result<AccessLevel, ApiError> {
     match raw {
         "read_only" => Ok(AccessLevel::ReadOnly),
         "provisioning" => Ok(AccessLevel::Provisioning),
@@ -231,7 +236,7 @@ fn parse_access_level(raw: &str) -> Result<AccessLevel, ApiError> {
     }
 }
 
-fn parse_account(raw: &str) -> Result<String, ApiError> {
+pub fn parse_account(raw: &str) -> Result<String, ApiError> {
     xrole_assume::AwsAccountId::parse(raw)
         .map(|a| a.as_str().to_owned())
         .map_err(|_| ApiError::invalid("aws_account_id", "must be 12 digits"))
@@ -392,8 +397,28 @@ pub async fn create(
     idempotency::finish(&state, lock, result).await
 }
 
-/// List the organization's links, newest first.
-#[utoipa::path(get, path = "/v1/aws-accounts", tag = "aws-accounts", params(PageQuery),
+/// `GET /v1/aws-accounts` query: a page, optionally of one AWS
+/// Organization connection's accounts.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LinkQuery {
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(
+        pattern = r"^[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
+    pub cursor: Option<String>,
+    /// Only the accounts of this AWS Organization connection.
+    #[param(format = Uuid)]
+    pub organization_id: Option<String>,
+}
+
+/// List the organization's links, newest first (with `organization_id`,
+/// only that AWS Organization connection's accounts).
+#[utoipa::path(get, path = "/v1/aws-accounts", tag = "aws-accounts", params(LinkQuery),
     security(("api_key" = [])),
     responses((status = 200, body = Page<LinkOut>), (status = 401, body = Problem), (status = 422, body = Problem)))]
 pub async fn list(
@@ -401,12 +426,27 @@ pub async fn list(
     principal: Principal,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let page = query::<PageQuery>(&req)?.to_request()?;
+    let q = query::<LinkQuery>(&req)?;
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .to_request()?;
+    let connection = q
+        .organization_id
+        .as_deref()
+        .map(crate::routes::aws_organizations::parse_connection_id)
+        .transpose()?;
     let st = state.get_ref().clone();
     let org = principal.org_id;
     let out = state
         .read(move |conn| {
-            let p = xrole_store::links::list_revealed(conn, &st.keyring(), org, &page)?;
+            if let Some(c) = connection {
+                // Another tenant's connection id lists nothing: 404 as for
+                // any id of another organization.
+                xrole_store::connections::get(conn, org, c)?;
+            }
+            let p = xrole_store::links::list_revealed(conn, &st.keyring(), org, connection, &page)?;
             Ok(Page::from_store(&p, |(l, ext)| {
                 LinkOut::new(l, ext.as_ref())
             }))

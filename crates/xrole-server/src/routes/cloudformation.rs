@@ -1,5 +1,7 @@
-//! `GET /v1/cloudformation/xrole-role.yaml`: the customer role template, for
-//! operators to host (or for CloudFormation to read from this server).
+//! `GET /v1/cloudformation/xrole-role.yaml`: the customer role template, and
+//! `GET /v1/cloudformation/xrole-stackset.yaml`: the StackSet deploying it
+//! into every account of an AWS Organization, for operators to host (or for
+//! CloudFormation to read from this server).
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
@@ -8,6 +10,8 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 
 /// The template, as shipped in `cloudformation/xrole-role.yaml`.
 pub const TEMPLATE: &str = include_str!("../../../../cloudformation/xrole-role.yaml");
+/// The StackSet template, as shipped in `cloudformation/xrole-stackset.yaml`.
+pub const STACKSET_TEMPLATE: &str = include_str!("../../../../cloudformation/xrole-stackset.yaml");
 
 /// The YAML document's shape: a CloudFormation template. Its intrinsic
 /// functions are YAML tags (`!Ref`, `!Equals`…), which a YAML reader maps
@@ -74,7 +78,23 @@ fn wants_text(req: &HttpRequest) -> bool {
             (String = "text/plain"),
         ))))]
 pub async fn template(req: HttpRequest) -> HttpResponse {
-    let content_type = if wants_text(&req) {
+    yaml(&req, TEMPLATE)
+}
+
+/// The StackSet template for AWS Organizations, as YAML, or as
+/// `text/plain` when `Accept` asks for it.
+#[utoipa::path(get, path = "/v1/cloudformation/xrole-stackset.yaml", tag = "aws-organizations",
+    responses((status = 200, description = "The CloudFormation template",
+        content(
+            (serde_json::Value = "application/yaml"),
+            (String = "text/plain"),
+        ))))]
+pub async fn stackset_template(req: HttpRequest) -> HttpResponse {
+    yaml(&req, STACKSET_TEMPLATE)
+}
+
+fn yaml(req: &HttpRequest, body: &'static str) -> HttpResponse {
+    let content_type = if wants_text(req) {
         "text/plain; charset=utf-8"
     } else {
         "application/yaml; charset=utf-8"
@@ -83,5 +103,5 @@ pub async fn template(req: HttpRequest) -> HttpResponse {
         .insert_header((header::CONTENT_TYPE, content_type))
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .insert_header((header::VARY, "Accept"))
-        .body(TEMPLATE)
+        .body(body)
 }

@@ -14,6 +14,7 @@ use crate::error::method_not_allowed;
 pub mod api_keys;
 pub mod audit;
 pub mod aws_accounts;
+pub mod aws_organizations;
 pub mod callbacks;
 pub mod cloudformation;
 pub mod health;
@@ -105,6 +106,18 @@ pub fn table() -> Vec<RouteDef> {
         def(Method::GET, "/v1/aws-accounts/{id}/resources", |r| {
             r.to(aws_accounts::list_resources)
         }),
+        def(Method::POST, "/v1/aws-organizations", |r| {
+            r.to(aws_organizations::create)
+        }),
+        def(Method::GET, "/v1/aws-organizations", |r| {
+            r.to(aws_organizations::list)
+        }),
+        def(Method::GET, "/v1/aws-organizations/{id}", |r| {
+            r.to(aws_organizations::get)
+        }),
+        def(Method::DELETE, "/v1/aws-organizations/{id}", |r| {
+            r.to(aws_organizations::delete)
+        }),
         def(Method::POST, "/v1/callbacks/cloudformation", |r| {
             r.to(callbacks::cloudformation)
         }),
@@ -116,6 +129,9 @@ pub fn table() -> Vec<RouteDef> {
         def(Method::GET, "/v1/jobs/{id}", |r| r.to(jobs::get)),
         def(Method::GET, "/v1/cloudformation/xrole-role.yaml", |r| {
             r.to(cloudformation::template)
+        }),
+        def(Method::GET, "/v1/cloudformation/xrole-stackset.yaml", |r| {
+            r.to(cloudformation::stackset_template)
         }),
     ]
 }

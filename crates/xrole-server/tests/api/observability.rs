@@ -55,6 +55,7 @@ async fn the_served_document_names_its_server_and_every_operation_its_security()
             "/readyz",
             "/openapi.json",
             "/v1/cloudformation/xrole-role.yaml",
+            "/v1/cloudformation/xrole-stackset.yaml",
             "/v1/callbacks/cloudformation",
             "/v1/sessions",
         ];

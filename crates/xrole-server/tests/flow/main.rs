@@ -9,4 +9,5 @@ mod fairness;
 mod hostile;
 mod leases;
 mod links;
+mod organizations;
 mod whole_flow;

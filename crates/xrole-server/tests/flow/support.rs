@@ -464,7 +464,8 @@ pub async fn run_lambda(
         "ResourceType": "Custom::XroleCallback",
         "ResourceProperties": {
             "ServiceToken": stack.function_arn,
-            "LinkId": p["LinkId"],
+            "LinkId": p.get("LinkId").cloned().unwrap_or(json!("")),
+            "ConnectionId": p.get("ConnectionId").cloned().unwrap_or(json!("")),
             "CallbackUrl": p["CallbackUrl"],
             "CallbackSecret": p["CallbackSecret"],
             "RoleArn": stack.role_arn,
@@ -472,8 +473,12 @@ pub async fn run_lambda(
         },
     });
     if kind != "Create" {
-        event["PhysicalResourceId"] =
-            json!(format!("xrole-link-{}", p["LinkId"].as_str().unwrap()));
+        let id = p
+            .get("LinkId")
+            .or_else(|| p.get("ConnectionId"))
+            .and_then(Value::as_str)
+            .unwrap();
+        event["PhysicalResourceId"] = json!(format!("xrole-link-{id}"));
     }
     let mut child = tokio::process::Command::new(python().unwrap())
         .arg(workspace_root().join("cloudformation/tests/run_callback.py"))
