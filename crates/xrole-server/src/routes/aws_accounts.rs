@@ -420,7 +420,9 @@ pub struct LinkQuery {
 /// only that AWS Organization connection's accounts).
 #[utoipa::path(get, path = "/v1/aws-accounts", tag = "aws-accounts", params(LinkQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = Page<LinkOut>), (status = 401, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Page<LinkOut>), (status = 401, body = Problem),
+        (status = 404, description = "`organization_id` names no connection of this organization", body = Problem),
+        (status = 422, body = Problem)))]
 pub async fn list(
     state: web::Data<AppState>,
     principal: Principal,
