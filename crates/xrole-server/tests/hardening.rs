@@ -516,11 +516,12 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
 }
 
 /// Paths that serve static or in-memory content: no input, no database.
-const STATIC_PATHS: [&str; 4] = [
+const STATIC_PATHS: [&str; 5] = [
     "/healthz",
     "/metrics",
     "/openapi.json",
     "/v1/cloudformation/xrole-role.yaml",
+    "/v1/cloudformation/xrole-stackset.yaml",
 ];
 
 /// The error statuses an operation can answer because of its shape,
@@ -969,7 +970,7 @@ async fn idempotency_keys_follow_the_documented_pattern() {
             }
         }
     }
-    assert_eq!(declared, 6);
+    assert_eq!(declared, 7);
     let app = spawn_app(TestDb::sqlite().unwrap()).await;
     let org = app.create_org("Acme").await;
     let inner_255 = "k".repeat(255);
