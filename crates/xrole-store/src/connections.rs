@@ -311,25 +311,19 @@ pub fn reseal_all(
             .load(conn)?;
         let mut resealed = 0;
         for (id, org, ext, cb) in &rows {
-            let mut fresh = |v: &Vec<u8>, column| -> Result<Option<Vec<u8>>> {
-                if !keyring.needs_reseal(v) {
-                    return Ok(None);
-                }
-                resealed += 1;
-                keyring
-                    .reseal(v, &aad(column, org, id))
-                    .map(Some)
-                    .map_err(Error::Crypto)
-            };
-            let ext_new = fresh(ext, "external_id")?;
-            let cb_new = fresh(cb, "callback_secret")?;
-            if ext_new.is_none() && cb_new.is_none() {
+            let Some((ext_new, cb_new)) = crate::reseal::reseal_pair(
+                keyring,
+                (ext, &aad("external_id", org, id)),
+                (cb, &aad("callback_secret", org, id)),
+                &mut resealed,
+            )?
+            else {
                 continue;
-            }
+            };
             diesel::update(c::aws_org_connections.find(id))
                 .set((
-                    c::external_id_sealed.eq(ext_new.as_ref().unwrap_or(ext)),
-                    c::callback_secret_sealed.eq(cb_new.as_ref().unwrap_or(cb)),
+                    c::external_id_sealed.eq(ext_new),
+                    c::callback_secret_sealed.eq(cb_new),
                 ))
                 .execute(conn)?;
         }
@@ -347,8 +341,5 @@ pub fn count_needing_reseal(conn: &mut Conn, keyring: &Keyring) -> Result<u64> {
     let rows: Vec<(Vec<u8>, Vec<u8>)> = c::aws_org_connections
         .select((c::external_id_sealed, c::callback_secret_sealed))
         .load(conn)?;
-    Ok(rows
-        .iter()
-        .map(|(a, b)| u64::from(keyring.needs_reseal(a)) + u64::from(keyring.needs_reseal(b)))
-        .sum())
+    Ok(crate::reseal::count_stale(keyring, &rows))
 }

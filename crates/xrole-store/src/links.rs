@@ -225,40 +225,47 @@ pub fn external_id_index(keyring: &Keyring, external_id: &ExternalId) -> [u8; 32
     keyring.blind_index(EXTERNAL_ID_INDEX_PURPOSE, external_id.as_str().as_bytes())
 }
 
-/// Creates a link of `org` in state `pending`, sealing its External ID and
-/// callback secret. [`Error::Duplicate`]`("external_id")` when another link
-/// (of any organization) has the same External ID.
-pub fn create(
-    conn: &mut Conn,
+/// A new `pending` link row with its External ID and callback secret
+/// sealed under its own id.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each column of a new link is named at the call"
+)]
+fn pending_row(
     keyring: &Keyring,
     org: OrgId,
-    new: &NewLink<'_>,
+    name: &str,
+    aws_account_id: &str,
+    access_level: AccessLevel,
+    (external_id, index): (&ExternalId, [u8; 32]),
+    (callback_secret, expires_ms): (&WebhookSecret, i64),
+    connection: Option<ConnectionId>,
     now_ms: i64,
-) -> Result<Link> {
+) -> Result<Row> {
     let id = LinkId::new().to_string();
     let org_s = org.to_string();
-    let row = Row {
+    Ok(Row {
         external_id_sealed: keyring
             .seal(
-                new.external_id.as_str().as_bytes(),
+                external_id.as_str().as_bytes(),
                 &external_id_aad(&org_s, &id),
             )
             .map_err(Error::Crypto)?,
-        external_id_index: external_id_index(keyring, new.external_id).to_vec(),
+        external_id_index: index.to_vec(),
         callback_secret_sealed: keyring
             .seal(
-                new.callback_secret.expose_secret().as_bytes(),
+                callback_secret.expose_secret().as_bytes(),
                 &callback_secret_aad(&org_s, &id),
             )
             .map_err(Error::Crypto)?,
         id,
         org_id: org_s,
-        name: new.name.to_owned(),
+        name: name.to_owned(),
         state: LinkState::Pending.as_str().to_owned(),
-        aws_account_id: new.aws_account_id.to_owned(),
+        aws_account_id: aws_account_id.to_owned(),
         role_arn: None,
-        access_level: new.access_level.as_str().to_owned(),
-        callback_secret_expires_ms: new.callback_secret_expires_ms,
+        access_level: access_level.as_str().to_owned(),
+        callback_secret_expires_ms: expires_ms,
         stack_id: None,
         region: None,
         last_callback_ms: None,
@@ -269,8 +276,31 @@ pub fn create(
         updated_ms: now_ms,
         generation: 0,
         trust_policy_audit: None,
-        connection_id: None,
-    };
+        connection_id: connection.map(|c| c.to_string()),
+    })
+}
+
+/// Creates a link of `org` in state `pending`, sealing its External ID and
+/// callback secret. [`Error::Duplicate`]`("external_id")` when another link
+/// (of any organization) has the same External ID.
+pub fn create(
+    conn: &mut Conn,
+    keyring: &Keyring,
+    org: OrgId,
+    new: &NewLink<'_>,
+    now_ms: i64,
+) -> Result<Link> {
+    let row = pending_row(
+        keyring,
+        org,
+        new.name,
+        new.aws_account_id,
+        new.access_level,
+        (new.external_id, external_id_index(keyring, new.external_id)),
+        (new.callback_secret, new.callback_secret_expires_ms),
+        None,
+        now_ms,
+    )?;
     diesel::insert_into(l::aws_account_links)
         .values(&row)
         .execute(conn)
@@ -454,43 +484,22 @@ pub fn join_connection(
     if let Some(l) = of_connection_account(conn, org, new.connection, new.aws_account_id)? {
         return Ok((l, false));
     }
-    let id = LinkId::new().to_string();
-    let org_s = org.to_string();
+    // Never shown: the account's stack reports with the connection's.
     let unused = WebhookSecret::try_generate().map_err(Error::Crypto)?;
-    let row = Row {
-        external_id_sealed: keyring
-            .seal(
-                new.external_id.as_str().as_bytes(),
-                &external_id_aad(&org_s, &id),
-            )
-            .map_err(Error::Crypto)?,
-        external_id_index: account_link_index(keyring, new.connection, new.aws_account_id).to_vec(),
-        callback_secret_sealed: keyring
-            .seal(
-                unused.expose_secret().as_bytes(),
-                &callback_secret_aad(&org_s, &id),
-            )
-            .map_err(Error::Crypto)?,
-        id,
-        org_id: org_s,
-        name: new.name.to_owned(),
-        state: LinkState::Pending.as_str().to_owned(),
-        aws_account_id: new.aws_account_id.to_owned(),
-        role_arn: None,
-        access_level: new.access_level.as_str().to_owned(),
-        callback_secret_expires_ms: now_ms,
-        stack_id: None,
-        region: None,
-        last_callback_ms: None,
-        last_verified_ms: None,
-        last_verification_result: None,
-        last_error: None,
-        created_ms: now_ms,
-        updated_ms: now_ms,
-        generation: 0,
-        trust_policy_audit: None,
-        connection_id: Some(new.connection.to_string()),
-    };
+    let row = pending_row(
+        keyring,
+        org,
+        new.name,
+        new.aws_account_id,
+        new.access_level,
+        (
+            new.external_id,
+            account_link_index(keyring, new.connection, new.aws_account_id),
+        ),
+        (&unused, now_ms),
+        Some(new.connection),
+        now_ms,
+    )?;
     let n = crate::backend::insert_or_ignore!(conn, l::aws_account_links, &row)?;
     if n == 1 {
         return Ok((row.try_into()?, true));
@@ -760,33 +769,19 @@ pub fn reseal_all(
             .load(conn)?;
         let mut resealed = 0;
         for (id, org, ext, cb) in &rows {
-            let ext_new = if keyring.needs_reseal(ext) {
-                resealed += 1;
-                Some(
-                    keyring
-                        .reseal(ext, &external_id_aad(org, id))
-                        .map_err(Error::Crypto)?,
-                )
-            } else {
-                None
-            };
-            let cb_new = if keyring.needs_reseal(cb) {
-                resealed += 1;
-                Some(
-                    keyring
-                        .reseal(cb, &callback_secret_aad(org, id))
-                        .map_err(Error::Crypto)?,
-                )
-            } else {
-                None
-            };
-            if ext_new.is_none() && cb_new.is_none() {
+            let Some((ext_new, cb_new)) = crate::reseal::reseal_pair(
+                keyring,
+                (ext, &external_id_aad(org, id)),
+                (cb, &callback_secret_aad(org, id)),
+                &mut resealed,
+            )?
+            else {
                 continue;
-            }
+            };
             diesel::update(l::aws_account_links.find(id))
                 .set((
-                    l::external_id_sealed.eq(ext_new.as_ref().unwrap_or(ext)),
-                    l::callback_secret_sealed.eq(cb_new.as_ref().unwrap_or(cb)),
+                    l::external_id_sealed.eq(ext_new),
+                    l::callback_secret_sealed.eq(cb_new),
                 ))
                 .execute(conn)?;
         }
@@ -804,8 +799,5 @@ pub fn count_needing_reseal(conn: &mut Conn, keyring: &Keyring) -> Result<u64> {
     let rows: Vec<(Vec<u8>, Vec<u8>)> = l::aws_account_links
         .select((l::external_id_sealed, l::callback_secret_sealed))
         .load(conn)?;
-    Ok(rows
-        .iter()
-        .map(|(a, b)| u64::from(keyring.needs_reseal(a)) + u64::from(keyring.needs_reseal(b)))
-        .sum())
+    Ok(crate::reseal::count_stale(keyring, &rows))
 }

@@ -3,8 +3,10 @@
 //! are exactly the ones read), resumable because re-sealed values are
 //! skipped on the next run.
 
+use xrole_crypto::{Aad, Keyring};
+
 use crate::backend::{Conn, write_transaction};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What a re-seal did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,4 +47,33 @@ pub(crate) fn in_batches(
         progress(report.rows, total.max(report.rows));
     }
     Ok(report)
+}
+
+/// A row's two sealed values under the primary key: `None` when both
+/// already are (nothing to write), else both values to store, the
+/// rewritten ones counted in `resealed`.
+pub(crate) fn reseal_pair(
+    keyring: &Keyring,
+    (a, aad_a): (&[u8], &Aad),
+    (b, aad_b): (&[u8], &Aad),
+    resealed: &mut u64,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    if !keyring.needs_reseal(a) && !keyring.needs_reseal(b) {
+        return Ok(None);
+    }
+    let mut one = |v: &[u8], aad: &Aad| -> Result<Vec<u8>> {
+        if !keyring.needs_reseal(v) {
+            return Ok(v.to_vec());
+        }
+        *resealed += 1;
+        keyring.reseal(v, aad).map_err(Error::Crypto)
+    };
+    Ok(Some((one(a, aad_a)?, one(b, aad_b)?)))
+}
+
+/// How many of these pairs' sealed values are under a non-primary key.
+pub(crate) fn count_stale(keyring: &Keyring, rows: &[(Vec<u8>, Vec<u8>)]) -> u64 {
+    rows.iter()
+        .map(|(a, b)| u64::from(keyring.needs_reseal(a)) + u64::from(keyring.needs_reseal(b)))
+        .sum()
 }
