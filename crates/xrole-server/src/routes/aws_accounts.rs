@@ -140,6 +140,23 @@ pub struct OnboardingOut {
     pub expires_at: String,
 }
 
+impl OnboardingOut {
+    /// The API's form of `o`, expiring at `expires_ms`.
+    pub fn new(o: link_flow::Onboarding, expires_ms: i64) -> Self {
+        OnboardingOut {
+            quick_create_url: o.quick_create_url,
+            template_url: o.template_url,
+            stack_name: o.stack_name,
+            parameters: o
+                .parameters
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            expires_at: format_ms(expires_ms),
+        }
+    }
+}
+
 /// A newly created link with its onboarding parameters.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedLink {
@@ -377,17 +394,7 @@ pub async fn create(
                 );
                 let out = CreatedLink {
                     link: LinkOut::new(&link, Some(&external_id)),
-                    onboarding: OnboardingOut {
-                        quick_create_url: o.quick_create_url,
-                        template_url: o.template_url,
-                        stack_name: o.stack_name,
-                        parameters: o
-                            .parameters
-                            .into_iter()
-                            .map(|(k, v)| (k.to_owned(), v))
-                            .collect(),
-                        expires_at: format_ms(expires),
-                    },
+                    onboarding: OnboardingOut::new(o, expires),
                 };
                 idempotency::respond(&st, conn, lock2.as_ref(), StatusCode::CREATED, &out)
             })

@@ -276,17 +276,7 @@ pub async fn create(
                         Some(&external_id),
                         AccountCounts::default(),
                     ),
-                    onboarding: OnboardingOut {
-                        quick_create_url: o.quick_create_url,
-                        template_url: o.template_url,
-                        stack_name: o.stack_name,
-                        parameters: o
-                            .parameters
-                            .into_iter()
-                            .map(|(k, v)| (k.to_owned(), v))
-                            .collect(),
-                        expires_at: format_ms(now + link_flow::LINK_TTL_MS),
-                    },
+                    onboarding: OnboardingOut::new(o, now + link_flow::LINK_TTL_MS),
                 };
                 idempotency::respond(&st, conn, lock2.as_ref(), StatusCode::CREATED, &out)
             })
