@@ -521,7 +521,11 @@ print(json.dumps(out))
     );
     assert_eq!(set["ExternalId=has space"], false);
     assert_eq!(
-        set["CallbackUrl=http://127.0.0.1:8080/v1/callbacks/cloudformation"],
+        set["CallbackUrl=http://127.0.0.1:8080/v1/callbacks/cloudformation"], true,
+        "the StackSet allows what the role template allows"
+    );
+    assert_eq!(
+        set["CallbackUrl=http://xrole.example.com/v1/callbacks/cloudformation"],
         false
     );
 }
