@@ -37,6 +37,7 @@ pub const PROBE_SESSION_NAME: &str = "xrole-verify-probe";
 pub struct VerifyOptions {
     trusted_principal: Option<String>,
     wait_for_propagation: bool,
+    organization: Option<AwsAccountId>,
 }
 
 impl Default for VerifyOptions {
@@ -44,6 +45,7 @@ impl Default for VerifyOptions {
         VerifyOptions {
             trusted_principal: None,
             wait_for_propagation: true,
+            organization: None,
         }
     }
 }
@@ -69,6 +71,17 @@ impl VerifyOptions {
     /// check themselves instead of holding a task (a job queue).
     pub fn wait_for_propagation(mut self, yes: bool) -> Self {
         self.wait_for_propagation = yes;
+        self
+    }
+
+    /// The account must belong to the AWS Organization whose management
+    /// account is `management`: asked from inside the account, as the
+    /// verification session, with `organizations:DescribeOrganization`
+    /// (never taken from what the customer's stack reported). An account
+    /// of another organization, of none, or whose role may not ask answers
+    /// [`VerifyOutcome::OutsideOrganization`].
+    pub fn in_organization_of(mut self, management: AwsAccountId) -> Self {
+        self.organization = Some(management);
         self
     }
 }
@@ -125,6 +138,16 @@ pub enum VerifyOutcome {
     WrongAccount {
         /// The account `GetCallerIdentity` reported.
         actual: AwsAccountId,
+    },
+    /// The account is not a member of the organization
+    /// [`VerifyOptions::in_organization_of`] names, or its membership could
+    /// not be confirmed from inside it.
+    OutsideOrganization {
+        /// The management account of the organization the account belongs
+        /// to, when it belongs to one and the role could read it.
+        management_account: Option<AwsAccountId>,
+        /// What was found, in words.
+        reason: String,
     },
     /// The role cannot be assumed with the External ID: AccessDenied for the whole
     /// propagation window ([`Error::NotAssumable`]; [`Error::AccessDenied`]
@@ -258,6 +281,28 @@ impl Broker {
             warn!(actual = %actual, "role is in another account");
             return Ok(VerifyOutcome::WrongAccount { actual });
         }
+        if let Some(expected) = &options.organization {
+            match self.organization_of(role, creds.clone()).await? {
+                Ok(found) if found == *expected => {}
+                Ok(found) => {
+                    warn!(management_account = %found, expected = %expected, "account of another organization");
+                    return Ok(VerifyOutcome::OutsideOrganization {
+                        reason: format!(
+                            "account {actual} belongs to the organization managed by {found}, \
+                             not by {expected}"
+                        ),
+                        management_account: Some(found),
+                    });
+                }
+                Err(reason) => {
+                    warn!(%reason, "organization membership not confirmed");
+                    return Ok(VerifyOutcome::OutsideOrganization {
+                        management_account: None,
+                        reason,
+                    });
+                }
+            }
+        }
 
         // The confused-deputy probes: no External ID, and two that are not
         // this link's, must all be denied.
@@ -388,6 +433,63 @@ impl Broker {
             }),
             _ => Ok(Err(format!(
                 "iam:GetRole on the role itself failed ({}); grant it to let xrole audit the trust policy",
+                failure.code
+            ))),
+        }
+    }
+}
+
+impl Broker {
+    /// `organizations:DescribeOrganization` as the verification session:
+    /// `Ok(Ok(management account))`, `Ok(Err(why not))` when the account is
+    /// in no organization or may not ask, `Err` when AWS could not answer.
+    async fn organization_of(
+        &self,
+        role: &RoleArn,
+        creds: Credentials,
+    ) -> Result<Result<AwsAccountId, String>, Error> {
+        // Organizations is global, served from the partition's home region.
+        let conf = aws_sdk_organizations::config::Builder::from(self.sts().base())
+            .region(Region::new(role.partition().default_region()))
+            .retry_config(RetryConfig::disabled())
+            .credentials_provider(creds)
+            .build();
+        let client = aws_sdk_organizations::Client::from_conf(conf);
+        let mut attempt = 0u32;
+        let failure: Failure = loop {
+            attempt += 1;
+            match client.describe_organization().send().await {
+                Ok(out) => {
+                    let master = out
+                        .organization()
+                        .and_then(|o| o.master_account_id())
+                        .unwrap_or_default();
+                    return Ok(AwsAccountId::parse(master).map_err(|_| {
+                        format!("DescribeOrganization answered no management account ({master:?})")
+                    }));
+                }
+                Err(e) => {
+                    let f = classify(&e);
+                    if !f.class.is_retryable() || attempt >= self.max_attempts() {
+                        break f;
+                    }
+                    self.sleep(self.retry_delay(attempt)).await;
+                }
+            }
+        };
+        match failure.class {
+            Class::Throttled | Class::Transient => Err(Error::Transient {
+                message: format!(
+                    "organizations:DescribeOrganization: {}: {}",
+                    failure.code, failure.message
+                ),
+            }),
+            _ if failure.code == "AWSOrganizationsNotInUseException" => {
+                Ok(Err("the account belongs to no AWS Organization".to_owned()))
+            }
+            _ => Ok(Err(format!(
+                "organizations:DescribeOrganization as the role failed ({}), so the account's \
+                 organization cannot be confirmed; the organization template grants it",
                 failure.code
             ))),
         }

@@ -257,6 +257,92 @@ async fn role_in_another_account_is_wrong_account() {
     }
 }
 
+/// `in_organization_of`: membership is asked from inside the account, as
+/// the verification session, and only the named organization passes.
+#[tokio::test]
+async fn only_members_of_the_named_organization_pass() {
+    let f = Fixture::start().await;
+    let acme = f.aws.organization().await.unwrap();
+    let rival = f.aws.organization().await.unwrap();
+    let management: AwsAccountId = acme.management().account_id().parse().unwrap();
+    let broker = f.broker();
+    let check = |account: CustomerAccount, may_ask: bool| {
+        let f = &f;
+        let broker = &broker;
+        async move {
+            let arn = account
+                .create_xrole_role(
+                    "xrole-member",
+                    &f.aws.saas_principal_arn(),
+                    f.external_id.as_str(),
+                )
+                .await
+                .unwrap();
+            if may_ask {
+                aws_sdk_iam::Client::new(&account.admin_config())
+                    .put_role_policy()
+                    .role_name("xrole-member")
+                    .policy_name("xrole-read-own-organization")
+                    .policy_document(
+                        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"organizations:DescribeOrganization","Resource":"*"}]}"#,
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            let options = VerifyOptions::new()
+                .wait_for_propagation(false)
+                .in_organization_of(management);
+            broker
+                .verify_link_with(
+                    &arn.parse().unwrap(),
+                    &f.external_id,
+                    &account.account_id().parse().unwrap(),
+                    &options,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let member = f.aws.member(&acme).await.unwrap();
+    let outcome = check(member, true).await;
+    assert!(
+        matches!(outcome, VerifyOutcome::Verified { .. }),
+        "{outcome:?}"
+    );
+    let stranger = f.aws.member(&rival).await.unwrap();
+    match check(stranger, true).await {
+        VerifyOutcome::OutsideOrganization {
+            management_account,
+            reason,
+        } => {
+            assert_eq!(
+                management_account.unwrap().as_str(),
+                rival.management().account_id()
+            );
+            assert!(reason.contains(acme.management().account_id()), "{reason}");
+        }
+        other => panic!("expected OutsideOrganization, got {other:?}"),
+    }
+    let loner = f.aws.customer().await.unwrap();
+    match check(loner, true).await {
+        VerifyOutcome::OutsideOrganization {
+            management_account: None,
+            reason,
+        } => assert!(reason.contains("no AWS Organization"), "{reason}"),
+        other => panic!("expected OutsideOrganization, got {other:?}"),
+    }
+    // A member whose role may not ask cannot be confirmed.
+    let quiet = f.aws.member(&acme).await.unwrap();
+    match check(quiet, false).await {
+        VerifyOutcome::OutsideOrganization {
+            management_account: None,
+            reason,
+        } => assert!(reason.contains("DescribeOrganization"), "{reason}"),
+        other => panic!("expected OutsideOrganization, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn new_role_is_retried_until_it_has_propagated() {
     let aws = Aws::start().await.unwrap();

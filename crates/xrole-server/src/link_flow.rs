@@ -370,7 +370,8 @@ impl crate::metrics::MetricsCollector for BrokerMetrics {
 pub struct VerificationResult {
     /// The state the link moves to.
     pub state: xrole_store::LinkState,
-    /// A short machine word: `verified`, `insecure`, `wrong_account`, `not_assumable`.
+    /// A short machine word: `verified`, `insecure`, `wrong_account`,
+    /// `outside_organization`, `not_assumable`.
     pub result: &'static str,
     /// What a person should do, when it is not `verified`.
     pub reason: Option<String>,
@@ -423,6 +424,15 @@ pub fn interpret(
             result: "wrong_account",
             reason: Some(format!(
                 "{role} is in account {actual}, not {expected}: deploy the stack in account {expected}."
+            )),
+            trust_policy_audit: None,
+        },
+        VerifyOutcome::OutsideOrganization { reason, .. } => VerificationResult {
+            state: LinkState::Failed,
+            result: "outside_organization",
+            reason: Some(format!(
+                "{role} cannot join this organization connection: {reason}. Only accounts of \
+                 the organization whose management account the connection names may join it."
             )),
             trust_policy_audit: None,
         },

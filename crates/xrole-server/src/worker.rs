@@ -628,6 +628,25 @@ async fn access(state: &AppState, org: OrgId, link: LinkId) -> Result<Access, Jo
     })
 }
 
+/// The management account an organization connection's account link must
+/// belong to, when the connection names one.
+async fn organization_of(
+    state: &AppState,
+    org: OrgId,
+    link: &xrole_store::links::Link,
+) -> Result<Option<AwsAccountId>, JobError> {
+    let Some(connection) = link.connection_id else {
+        return Ok(None);
+    };
+    let management = db(state, move |conn| {
+        Ok(xrole_store::connections::get(conn, org, connection)?.management_account_id)
+    })
+    .await?;
+    management
+        .map(|m| AwsAccountId::parse(&m).map_err(|e| JobError::permanent(e.to_string())))
+        .transpose()
+}
+
 /// The `SourceIdentity` of a session acting for `actor` (`user:<id>` →
 /// `xrole-user-<id>`), so the customer's CloudTrail names who asked.
 fn source_identity_of(actor: &str) -> Option<String> {
@@ -704,9 +723,12 @@ async fn verify(
             &a.role,
         )
         .await?;
-        let options = VerifyOptions::new()
+        let mut options = VerifyOptions::new()
             .trusted_principal(aws.saas_principal_arn.clone())
             .wait_for_propagation(false);
+        if let Some(management) = organization_of(state, org, &a.link).await? {
+            options = options.in_organization_of(management);
+        }
         let outcome = aws
             .broker
             .verify_link_with(&a.role, &a.external_id, &a.account, &options)

@@ -134,6 +134,77 @@ impl Aws {
     }
 }
 
+/// An AWS Organization in moto: a management account that made its members
+/// with `CreateAccount`. Inside a member, `DescribeOrganization` answers the
+/// management account (moto knows only the members it created).
+#[derive(Debug, Clone)]
+pub struct Organization {
+    management: CustomerAccount,
+    id: String,
+}
+
+impl Organization {
+    /// The management account.
+    pub fn management(&self) -> &CustomerAccount {
+        &self.management
+    }
+
+    /// The organization's id (`o-…`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Aws {
+    /// A fresh account that creates an organization (all features).
+    pub async fn organization(&self) -> anyhow::Result<Organization> {
+        let management = self.customer().await?;
+        let out = aws_sdk_organizations::Client::new(&management.admin)
+            .create_organization()
+            .feature_set(aws_sdk_organizations::types::OrganizationFeatureSet::All)
+            .send()
+            .await
+            .context("CreateOrganization")?;
+        let id = out
+            .organization()
+            .and_then(|o| o.id())
+            .context("CreateOrganization without id")?
+            .to_owned();
+        Ok(Organization { management, id })
+    }
+
+    /// A new member account of `org`, made with its `CreateAccount`, with
+    /// admin credentials inside it.
+    pub async fn member(&self, org: &Organization) -> anyhow::Result<CustomerAccount> {
+        let n = uuid::Uuid::new_v4().simple().to_string();
+        let out = aws_sdk_organizations::Client::new(&org.management.admin)
+            .create_account()
+            .email(format!("{n}@example.com"))
+            .account_name(format!("member-{n}"))
+            .send()
+            .await
+            .context("CreateAccount")?;
+        let account_id = out
+            .create_account_status()
+            .and_then(|s| s.account_id())
+            .context("CreateAccount without an account id")?
+            .to_owned();
+        anyhow::ensure!(
+            self.accounts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(account_id.clone()),
+            "moto handed out account {account_id} twice"
+        );
+        let (admin, admin_credentials) = admin_config(&self.moto.endpoint(), &account_id).await?;
+        Ok(CustomerAccount {
+            account_id,
+            admin,
+            admin_credentials,
+        })
+    }
+}
+
 /// One customer account, with admin credentials inside it.
 #[derive(Debug, Clone)]
 pub struct CustomerAccount {

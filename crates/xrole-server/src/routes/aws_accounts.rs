@@ -72,7 +72,8 @@ pub struct LinkOut {
     pub last_callback_at: Option<String>,
     /// The last verification (RFC 3339).
     pub last_verified_at: Option<String>,
-    /// Its result: `verified`, `insecure`, `wrong_account`, `not_assumable`.
+    /// Its result: `verified`, `insecure`, `wrong_account`, `outside_organization`
+    /// (an organization connection's account outside its organization), `not_assumable`.
     pub last_verification_result: Option<String>,
     /// What to do about a failed verification (or, for a role verified
     /// by probes only, what was not checked).

@@ -61,10 +61,10 @@ pub struct ConnectionOut {
     pub access_level: String,
     /// The region every account's stack runs in.
     pub region: String,
-    /// The organization's management account, as given. Recorded only:
-    /// verification does not yet ask AWS Organizations whether an account
-    /// belongs to it (the External ID, the connection's secret and the
-    /// stack-account-role match are what bind an account).
+    /// The organization's management account, as given. When set, every
+    /// account's verification asks AWS Organizations from inside that
+    /// account whether it belongs to this organization; one that does not
+    /// (or cannot tell) fails with `outside_organization`.
     pub management_account_id: Option<String>,
     /// The External ID every account's role requires (`null` when this
     /// server's keyring cannot open it).
@@ -136,9 +136,9 @@ pub struct CreateConnection {
         example = "eu-west-3"
     )]
     pub region: Option<String>,
-    /// The organization's management account (12 digits), if known.
-    /// Recorded and shown; membership in its organization is not yet
-    /// checked with AWS Organizations.
+    /// The organization's management account (12 digits), if known. Every
+    /// account is then verified to belong to its organization
+    /// (`organizations:DescribeOrganization` as the account's role).
     #[schema(pattern = r"^[0-9]{12}$", example = "123456789012")]
     pub management_account_id: Option<String>,
 }

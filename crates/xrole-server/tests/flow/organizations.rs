@@ -402,3 +402,94 @@ async fn every_account_of_an_organization_becomes_its_own_link() {
         }
     }
 }
+
+/// A connection that names its management account takes only that
+/// organization's accounts: membership is read from inside each account,
+/// as its verification session, never from what its stack reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_naming_its_management_account_takes_only_its_members() {
+    let aws = Aws::start().await.unwrap();
+    let acme = aws.organization().await.unwrap();
+    let rival = aws.organization().await.unwrap();
+    for db in TestDb::all().unwrap() {
+        let backend = format!("{:?}", db.backend());
+        let app = spawn_flow_app(db, &aws, 4).await;
+        let org = app.create_org("Acme").await;
+        let created = create_connection(
+            &app,
+            &org,
+            &json!({"name": "Acme org", "access_level": "read_only", "region": "us-east-1",
+                "management_account_id": acme.management().account_id()}),
+        )
+        .await;
+        assert_eq!(
+            created["management_account_id"],
+            acme.management().account_id()
+        );
+        let cid = created["id"].as_str().unwrap().to_owned();
+        let params = account_parameters(&created["onboarding"]);
+
+        // A member of the organization: active.
+        let member = aws.member(&acme).await.unwrap();
+        stack_reports(&member, &params, "Create").await;
+        // An account of another organization, and one of none, report
+        // through the same StackSet parameters (the secret leaked): each
+        // gets a link that fails verification and is never used.
+        let stranger = aws.member(&rival).await.unwrap();
+        stack_reports(&stranger, &params, "Create").await;
+        let loner = aws.customer().await.unwrap();
+        stack_reports(&loner, &params, "Create").await;
+        // A member whose hand-made role may not read its organization:
+        // membership cannot be confirmed, so it is refused too.
+        let quiet = aws.member(&acme).await.unwrap();
+        let external_id = created["external_id"].as_str().unwrap();
+        let role = quiet
+            .create_xrole_role("xrole-by-hand", &aws.saas_principal_arn(), external_id)
+            .await
+            .unwrap();
+        let secret = params["parameters"]["CallbackSecret"].as_str().unwrap();
+        let body = json!({"connection_id": cid, "event": "Create", "role_arn": role,
+            "account_id": quiet.account_id(),
+            "stack_id": format!("arn:aws:cloudformation:us-east-1:{}:stack/s/5c1e2a60-2f6e-11ef-9a4b-0a1b2c3d4e5f", quiet.account_id()),
+            "region": "us-east-1"});
+        let res = app
+            .send_callback(
+                secret,
+                &Callback {
+                    id: format!("msg_quiet_{backend}"),
+                    timestamp: now_secs(),
+                    body: body.to_string().into_bytes(),
+                },
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+
+        let links = accounts_of(&app, &org, &cid).await;
+        assert_eq!(links.len(), 4, "{backend}");
+        let settled = |account: &CustomerAccount| {
+            let id = link_of(&links, account)["id"].as_str().unwrap().to_owned();
+            let app = &app;
+            let org = &org;
+            async move { app.settled_link(org, &id).await }
+        };
+        let ok = settled(&member).await;
+        assert_eq!(ok["state"], "active", "{backend}: {ok}");
+        assert_eq!(ok["last_verification_result"], "verified");
+        for (account, why) in [
+            (&stranger, acme.management().account_id().to_owned()),
+            (&loner, "no AWS Organization".to_owned()),
+            (&quiet, "DescribeOrganization".to_owned()),
+        ] {
+            let l = settled(account).await;
+            assert_eq!(l["state"], "failed", "{backend}: {l}");
+            assert_eq!(l["last_verification_result"], "outside_organization", "{l}");
+            let reason = l["last_error"].as_str().unwrap();
+            assert!(reason.contains(&why), "{backend}: {reason}");
+        }
+        let summary = app
+            .get_json(&format!("/v1/aws-organizations/{cid}"), &org.key)
+            .await;
+        assert_eq!(summary["accounts"]["active"], 1, "{summary}");
+        assert_eq!(summary["accounts"]["failed"], 3, "{summary}");
+    }
+}
