@@ -72,10 +72,14 @@ SUBSETS = {
                                                         "scripts/bench-fairness.py"]),
     "XROLE_WORKERS=32 scripts/bench-fairness": ("scripts/bench --quick",
                                                 ["scripts/bench-fairness"]),
+    # scripts/test runs this test with its defaults (40 accounts, 25 STS/s).
+    "XROLE_ORG_SCALE_ACCOUNTS=1000 XROLE_ORG_SCALE_STS_PER_SECOND=50 XROLE_ORG_SCALE_STS_BURST=100 "
+    "cargo test --workspace --locked --test flow org_scale -- --nocapture":
+        ("scripts/test", ["crates/xrole-server/tests/flow/org_scale.rs"]),
 }
 # Marked blocks that scripts/demo runs exactly as written: marker -> the script
 # that finds them by that marker.
-DEMO_BLOCKS = {"demo-create-stack": "scripts/demo.py"}
+DEMO_BLOCKS = {"demo-create-stack": "scripts/demo.py", "demo-create-stackset": "scripts/demo.py"}
 # The operations runbook's marked blocks, run here.
 RUN_HERE = ("keyring", "rotate-one-box", "rotate-replicas")
 # The README's quick start, run here (see run_quickstart).

@@ -9,5 +9,6 @@ mod fairness;
 mod hostile;
 mod leases;
 mod links;
+mod org_scale;
 mod organizations;
 mod whole_flow;
