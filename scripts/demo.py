@@ -1,7 +1,9 @@
 """The flow of scripts/demo, step by step. Talks to xrole over HTTP as a
 client would, and to the emulated AWS accounts with boto3; the customer
 deploys the stack with the AWS CLI commands of docs/onboarding.md, run as
-written."""
+written. Then the organization path: one connection, a StackSet deployed
+from the management account with the commands of docs/onboarding.md, and
+one link per member account."""
 
 import argparse
 import http.client
@@ -34,6 +36,8 @@ TEMPLATE_URL = f"https://{TEMPLATE_BUCKET}.s3.amazonaws.com/xrole-role.yaml"
 # The customer's commands, in the blocks of this document with this marker.
 ONBOARDING_DOC = ROOT / "docs/onboarding.md"
 CREATE_STACK_MARKER = "<!-- check-docs: demo-create-stack -->"
+CREATE_STACKSET_MARKER = "<!-- check-docs: demo-create-stackset -->"
+STACKSET_TEMPLATE_URL = f"https://{TEMPLATE_BUCKET}.s3.amazonaws.com/xrole-stackset.yaml"
 OPERATOR_TOKEN = "demo-operator-token-" + uuid.uuid4().hex
 STEP = [0]
 
@@ -141,18 +145,20 @@ class Bucket(http.server.BaseHTTPRequestHandler):
 
 def run_lambda(python, kind, link, stack_id, role_arn, function_arn, bucket_url):
     """The template's own Lambda source, run as Lambda would (the emulator
-    needs Docker to run it itself)."""
+    needs Docker to run it itself). `link["parameters"]` are the stack's
+    parameters: a link's (LinkId) or an organization member's (ConnectionId)."""
     p = link["parameters"]
     event = {
         "RequestType": kind, "ServiceToken": function_arn, "ResponseURL": bucket_url,
         "StackId": stack_id, "RequestId": str(uuid.uuid4()), "LogicalResourceId": "Callback",
         "ResourceType": "Custom::XroleCallback",
-        "ResourceProperties": {"ServiceToken": function_arn, "LinkId": p["LinkId"],
+        "ResourceProperties": {"ServiceToken": function_arn, "LinkId": p.get("LinkId", ""),
+                               "ConnectionId": p.get("ConnectionId", ""),
                                "CallbackUrl": p["CallbackUrl"], "CallbackSecret": p["CallbackSecret"],
                                "RoleArn": role_arn, "AccessLevel": p["AccessLevel"]},
     }
     if kind != "Create":
-        event["PhysicalResourceId"] = f"xrole-link-{p['LinkId']}"
+        event["PhysicalResourceId"] = f"xrole-link-{p.get('ConnectionId') or p['LinkId']}"
     subprocess.run([python, str(ROOT / "cloudformation/tests/run_callback.py"),
                     str(ROOT / "cloudformation/xrole-role.yaml")],
                    input=json.dumps(event).encode(), check=True, capture_output=True,
@@ -169,12 +175,13 @@ def marked_blocks(doc, marker):
     return blocks
 
 
-def customer_shell(script, cwd, gate_url, creds):
+def customer_shell(script, cwd, gate_url, creds, extra=None):
     """Runs `script` with bash as the customer would: the AWS CLI of the
     virtualenv on PATH, signed in to their account (the gate in front of the
-    emulator standing in for AWS)."""
+    emulator standing in for AWS), with `extra` variables they set."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AWS_", "XROLE_")) and k != "BASH_ENV"}
+    env.update(extra or {})
     env.update(PATH=os.path.dirname(os.path.abspath(sys.executable)) + os.pathsep + env.get("PATH", ""),
                AWS_ENDPOINT_URL=gate_url, AWS_DEFAULT_REGION=REGION,
                AWS_ACCESS_KEY_ID=creds["AccessKeyId"],
@@ -187,6 +194,162 @@ def customer_shell(script, cwd, gate_url, creds):
     if r.returncode != 0:
         raise SystemExit(f"the customer's commands failed ({r.returncode}):\n{r.stdout}{r.stderr}")
     return r.stdout
+
+
+def stackset_parameters(onboarding):
+    """What the StackSet hands every account's stack: its `Parameters`
+    (`- { ParameterKey: K, ParameterValue: !Ref P }`), read from
+    xrole-stackset.yaml itself, filled with the connection's values."""
+    out = {}
+    for line in (ROOT / "cloudformation/xrole-stackset.yaml").read_text().splitlines():
+        m = re.match(r"\s*- \{ ParameterKey: (\w+), ParameterValue: !Ref (\w+) \}", line)
+        if m:
+            out[m.group(1)] = onboarding["parameters"][m.group(2)]
+    if "ConnectionId" not in out:
+        raise SystemExit("xrole-stackset.yaml passes no ConnectionId")
+    return out
+
+
+def deploy_member_stack(python, gate_url, creds, account, params, kind, bucket_url):
+    """Emulator-only: moto does not fan a StackSet out, so the demo creates
+    each account's stack instance itself, from the role template with the
+    parameters the StackSet passes, and runs its Lambda."""
+    cfn = aws("cloudformation", gate_url, creds)
+    name = f"StackSet-xrole-{uuid.uuid4()}"
+    stack_id = cfn.create_stack(
+        StackName=name, TemplateBody=(ROOT / "cloudformation/xrole-role.yaml").read_text(),
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()])["StackId"]
+    res = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+           for r in cfn.describe_stack_resources(StackName=stack_id)["StackResources"]
+           # moto lists a resource whose Condition is false as an empty entry
+           if "LogicalResourceId" in r}
+    role_arn = aws("iam", gate_url, creds).get_role(RoleName=res["Role"])["Role"]["Arn"]
+    function_arn = f"arn:aws:lambda:{REGION}:{account}:function:{res['CallbackFunction']}"
+    stack = (stack_id, role_arn, function_arn)
+    answer = run_lambda(python, kind, {"parameters": params}, *stack, bucket_url)
+    if answer["Status"] != "SUCCESS":
+        raise SystemExit(f"the Lambda told CloudFormation {answer}")
+    return stack
+
+
+def organization_walkthrough(python, moto_url, gate_url, api, token, work, bucket_url):
+    """One connection for a whole AWS Organization."""
+    step("The customer's AWS Organization: a management account, an OU, three member accounts",
+         "emulated with AWS Organizations in moto; members are made with CreateAccount")
+    management = str(random.randrange(10**11, 10**12))
+    mgmt = admin_creds(moto_url, management)
+    orgs = aws("organizations", moto_url, mgmt)
+    organization = orgs.create_organization(FeatureSet="ALL")["Organization"]
+    root = orgs.list_roots()["Roots"][0]["Id"]
+    ou = orgs.create_organizational_unit(ParentId=root, Name="Workloads")["OrganizationalUnit"]["Id"]
+
+    def new_member(name):
+        account = orgs.create_account(Email=f"{name}@acme.example",
+                                      AccountName=name)["CreateAccountStatus"]["AccountId"]
+        orgs.move_account(AccountId=account, SourceParentId=root, DestinationParentId=ou)
+        return account
+    members = [new_member(n) for n in ("prod", "staging", "data")]
+    say(f"organization {organization['Id']}, management account {management}, OU {ou}, "
+        f"members {', '.join(members)}")
+
+    step("The SaaS creates an organization connection (POST /v1/aws-organizations)",
+         "one External ID and one callback secret for every account, sealed; the "
+         "management account is named so membership is checked from inside each account")
+    conn = api.call("POST", "/v1/aws-organizations",
+                    {"name": "Acme organization", "access_level": "read_only",
+                     "region": REGION, "management_account_id": management},
+                    token=token, idem=True)
+    onboarding = conn["onboarding"]
+    say(f"connection {conn['id']} is {conn['state']}; StackSet template {onboarding['template_url']}")
+    assert onboarding["template_url"] == STACKSET_TEMPLATE_URL
+    assert onboarding["parameters"]["ConnectionId"] == conn["id"]
+
+    step("The customer deploys the StackSet from the management account with the AWS CLI, "
+         "as docs/onboarding.md says",
+         "the documented commands run as written; only the OU ids are the customer's own")
+    mgmt_dir = os.path.join(work, "management")
+    os.mkdir(mgmt_dir)
+    with open(os.path.join(mgmt_dir, "organization.json"), "w") as f:
+        json.dump(onboarding, f)
+    say("organization.json: the connection's onboarding object; OU_IDS: the OU above")
+    script = "\n".join(marked_blocks(ONBOARDING_DOC, CREATE_STACKSET_MARKER))
+    for line in script.splitlines():
+        if line:
+            say(f"$ {line}")
+    out = customer_shell(script, mgmt_dir, gate_url, mgmt, {"OU_IDS": ou})
+    say(f"aws: {' '.join(out.split())}")
+    cfn = aws("cloudformation", gate_url, mgmt)
+    stack = cfn.describe_stacks(StackName=onboarding["stack_name"])["Stacks"][0]
+    sent = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    # (moto shows a CommaDelimitedList as a Python list's text.)
+    if ou not in sent["OrganizationalUnitIds"] or sent["ConnectionId"] != conn["id"]:
+        raise SystemExit("the StackSet stack has other OUs or another connection: "
+                         f"{sent['OrganizationalUnitIds']} {sent['ConnectionId']}")
+    say(f"stack {onboarding['stack_name']}: {stack['StackStatus']}")
+
+    step("Each member account's stack instance reports on its own, signed with the "
+         "connection's secret",
+         "emulator-only: moto does not fan StackSets out, so the demo creates each "
+         "account's stack with the parameters the StackSet passes and runs its Lambda")
+    params = stackset_parameters(onboarding)
+    stacks = {}
+    for account in members:
+        creds = admin_creds(moto_url, account)
+        stacks[account] = deploy_member_stack(python, gate_url, creds, account, params,
+                                              "Create", bucket_url)
+        say(f"account {account}: role {stacks[account][1]}")
+    path = f"/v1/aws-organizations/{conn['id']}"
+    summary = api.poll(path, token, lambda v: v["accounts"]["active"] == len(members))
+    say(f"connection is {summary['state']}; accounts: {summary['accounts']}")
+    links = api.call("GET", f"/v1/aws-accounts?organization_id={conn['id']}", token=token)["data"]
+    by_account = {l["aws_account_id"]: l for l in links}
+    if sorted(by_account) != sorted(members):
+        raise SystemExit(f"links do not match the members: {links}")
+    for account in members:
+        say(f"link {by_account[account]['id']} for {account}: {by_account[account]['state']}")
+
+    step("A fourth account joins the OU later (automatic deployment)",
+         "its stack reports like the others and becomes a fourth link")
+    late = new_member("analytics")
+    deploy_member_stack(python, gate_url, admin_creds(moto_url, late), late, params,
+                        "Create", bucket_url)
+    summary = api.poll(path, token, lambda v: v["accounts"]["active"] == len(members) + 1)
+    say(f"accounts: {summary['accounts']}")
+
+    step("Someone holding the StackSet's parameters deploys the role in an account outside "
+         "the organization",
+         "verification asks AWS Organizations from inside that account: it is refused")
+    outsider = str(random.randrange(10**11, 10**12))
+    deploy_member_stack(python, gate_url, admin_creds(moto_url, outsider), outsider, params,
+                        "Create", bucket_url)
+    links = api.call("GET", f"/v1/aws-accounts?organization_id={conn['id']}", token=token)["data"]
+    bad = next(l for l in links if l["aws_account_id"] == outsider)
+    bad = api.poll(f"/v1/aws-accounts/{bad['id']}", token,
+                   lambda v: v["state"] not in ("pending", "verifying"))
+    say(f"account {outsider}: {bad['state']} ({bad['last_verification_result']})")
+    if bad["state"] != "failed" or bad["last_verification_result"] != "outside_organization":
+        raise SystemExit(f"an account outside the organization was accepted: {bad}")
+
+    step("The staging account leaves the OU: its stack is deleted",
+         "its Delete callback disconnects that account's link only")
+    stack_id, role_arn, function_arn = stacks[members[1]]
+    run_lambda(python, "Delete", {"parameters": params}, stack_id, role_arn, function_arn,
+               bucket_url)
+    links = api.call("GET", f"/v1/aws-accounts?organization_id={conn['id']}", token=token)["data"]
+    states = {l["aws_account_id"]: l["state"] for l in links}
+    say(", ".join(f"{a}: {s}" for a, s in sorted(states.items())))
+    expected = {members[0]: "active", members[1]: "disconnected", members[2]: "active",
+                late: "active", outsider: "failed"}
+    if states != expected:
+        raise SystemExit(f"expected {expected}")
+
+    step("The SaaS deletes the connection (no xrole resources remain in its accounts)",
+         "its links go with it; the customer then deletes the StackSet stack")
+    api.call("DELETE", path, token=token)
+    gone = api.call("GET", path, token=token, expect=(404,))
+    say(f"GET {path}: 404 {gone['title'] if isinstance(gone, dict) else ''}".rstrip())
+    return onboarding["parameters"]["CallbackSecret"]
 
 
 def tagged(ec2, rds, link_id):
@@ -241,6 +404,8 @@ def main():
         s3.create_bucket(Bucket=TEMPLATE_BUCKET)
         s3.put_object(Bucket=TEMPLATE_BUCKET, Key="xrole-role.yaml",
                       Body=(ROOT / "cloudformation/xrole-role.yaml").read_bytes())
+        s3.put_object(Bucket=TEMPLATE_BUCKET, Key="xrole-stackset.yaml",
+                      Body=(ROOT / "cloudformation/xrole-stackset.yaml").read_bytes())
         say(f"the role template, hosted in the SaaS's S3 bucket: {TEMPLATE_URL}")
 
         step("Start `xrole serve --dev` on SQLite",
@@ -250,7 +415,7 @@ def main():
                    AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"],
                    XROLE_LISTEN=f"127.0.0.1:{port}", XROLE_PUBLIC_URL=f"http://127.0.0.1:{port}",
                    XROLE_DATABASE_URL=os.path.join(work, "xrole.db"),
-                   XROLE_TEMPLATE_URL=TEMPLATE_URL,
+                   XROLE_TEMPLATE_URL=TEMPLATE_URL, XROLE_STACKSET_TEMPLATE_URL=STACKSET_TEMPLATE_URL,
                    XROLE_OPERATOR_TOKEN=OPERATOR_TOKEN, XROLE_EXECUTOR_POLL_MILLISECONDS="50",
                    XROLE_JOB_POLL_MILLISECONDS="50", RUST_LOG="warn")
         env.pop("AWS_PROFILE", None)
@@ -317,7 +482,9 @@ def main():
         say(f"stack {link['stack_name']}: {stack['StackStatus']} "
             "(until its Callback resource hears from the Lambda, below)")
         res = {r["LogicalResourceId"]: r["PhysicalResourceId"]
-               for r in cfn.describe_stack_resources(StackName=stack_id)["StackResources"]}
+               for r in cfn.describe_stack_resources(StackName=stack_id)["StackResources"]
+           # moto lists a resource whose Condition is false as an empty entry
+           if "LogicalResourceId" in r}
         role_arn = aws("iam", gate_url, customer).get_role(RoleName=res["Role"])["Role"]["Arn"]
         function_arn = f"arn:aws:lambda:{REGION}:{customer_account}:function:{res['CallbackFunction']}"
         say(f"role {role_arn}")
@@ -397,9 +564,14 @@ def main():
                    f"http://127.0.0.1:{bport}/response")
         v = api.call("GET", f"/v1/aws-accounts/{link['id']}", token=token)
         say(f"link is {v['state']}")
+
+        org_secret = organization_walkthrough(python, moto_url, gate_url, api, token, work,
+                                              f"http://127.0.0.1:{bport}/response")
+
         log.flush()
         logs = pathlib.Path(work, "server.log").read_text()
-        for secret in (token, link["parameters"]["CallbackSecret"], key["SecretAccessKey"]):
+        for secret in (token, link["parameters"]["CallbackSecret"], key["SecretAccessKey"],
+                       org_secret):
             if secret in logs:
                 raise SystemExit("a secret appeared in the server log")
         say("no API key, callback secret or AWS secret appeared in the server log")
