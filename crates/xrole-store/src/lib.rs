@@ -12,7 +12,7 @@ pub mod links;
 pub mod orgs;
 mod reseal;
 pub mod resources;
-pub mod schema;
+mod schema;
 mod types;
 pub mod users;
 pub mod webhooks;

@@ -99,16 +99,7 @@ async fn replayed_api_key_response_is_identical_and_stored_sealed() {
         // The stored response does not hold the token in clear.
         let state = app.state.clone();
         let bodies: Vec<Vec<u8>> = state
-            .db(|conn| {
-                use diesel::prelude::*;
-                use xrole_store::schema::idempotency_records::dsl as i;
-                Ok(i::idempotency_records
-                    .select(i::response_body)
-                    .load::<Option<Vec<u8>>>(conn)?
-                    .into_iter()
-                    .flatten()
-                    .collect())
-            })
+            .db(|conn| Ok(stored_response_bodies(conn)))
             .await
             .unwrap();
         assert_eq!(bodies.len(), 1);
@@ -346,16 +337,7 @@ async fn key_rotation_reseals_stored_responses() {
         rotated.retire(old).unwrap();
         let state = app.state.clone();
         let blobs: Vec<Vec<u8>> = state
-            .db(|conn| {
-                use diesel::prelude::*;
-                use xrole_store::schema::idempotency_records::dsl as i;
-                Ok(i::idempotency_records
-                    .select(i::response_body)
-                    .load::<Option<Vec<u8>>>(conn)?
-                    .into_iter()
-                    .flatten()
-                    .collect())
-            })
+            .db(|conn| Ok(stored_response_bodies(conn)))
             .await
             .unwrap();
         assert_eq!(blobs.len(), 1);
@@ -367,4 +349,20 @@ async fn key_rotation_reseals_stored_responses() {
         );
         let _ = first;
     });
+}
+
+/// Every stored (sealed) idempotent response body, as the database holds it.
+fn stored_response_bodies(conn: &mut xrole_store::Conn) -> Vec<Vec<u8>> {
+    use diesel::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+        response_body: Option<Vec<u8>>,
+    }
+    diesel::sql_query("SELECT response_body FROM idempotency_records")
+        .load::<Row>(conn)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.response_body)
+        .collect()
 }

@@ -154,7 +154,6 @@ async fn bad_callbacks_have_no_effect_and_a_replay_has_no_second_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expired_link_refuses_its_first_report() {
-    use diesel::prelude::*;
     let aws = Aws::start().await.unwrap();
     let db = TestDb::sqlite().unwrap();
     let customer = aws.customer().await.unwrap();
@@ -167,14 +166,7 @@ async fn an_expired_link_refuses_its_first_report() {
         .unwrap()
         .to_owned();
     // 48 h pass without a stack reporting.
-    {
-        use xrole_store::schema::aws_account_links::dsl as l;
-        let mut conn = app.state.pool.get().unwrap();
-        diesel::update(l::aws_account_links.filter(l::id.eq(&link_id)))
-            .set(l::callback_secret_expires_ms.eq(1_000))
-            .execute(&mut conn)
-            .unwrap();
-    }
+    set_callback_secret_expiry(&app, &link_id, 1_000);
     let role = format!("arn:aws:iam::{}:role/xrole-abc", customer.account_id());
     let cb = Callback {
         id: "msg_late".into(),
@@ -198,7 +190,6 @@ async fn an_expired_link_refuses_its_first_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_first_create_binds_the_stack_and_the_secret_expires() {
-    use diesel::prelude::*;
     let aws = Aws::start().await.unwrap();
     for db in TestDb::all().unwrap() {
         let customer = aws.customer().await.unwrap();
@@ -284,14 +275,7 @@ async fn the_first_create_binds_the_stack_and_the_secret_expires() {
 
         // The secret's life runs out (a week by default): even the bound
         // stack's events are refused from then on.
-        {
-            use xrole_store::schema::aws_account_links::dsl as l;
-            let mut conn = app.state.pool.get().unwrap();
-            diesel::update(l::aws_account_links.filter(l::id.eq(&link_id)))
-                .set(l::callback_secret_expires_ms.eq(1_000))
-                .execute(&mut conn)
-                .unwrap();
-        }
+        set_callback_secret_expiry(&app, &link_id, 1_000);
         let res = app
             .send_callback(&secret, &cb("msg_late_delete", "Delete", &stack(1)))
             .await;
@@ -301,14 +285,7 @@ async fn the_first_create_binds_the_stack_and_the_secret_expires() {
             .get_json(&format!("/v1/aws-accounts/{link_id}"), &org.key)
             .await;
         assert_eq!(link["state"], "verifying");
-        {
-            use xrole_store::schema::aws_account_links::dsl as l;
-            let mut conn = app.state.pool.get().unwrap();
-            diesel::update(l::aws_account_links.filter(l::id.eq(&link_id)))
-                .set(l::callback_secret_expires_ms.eq(i64::MAX / 2))
-                .execute(&mut conn)
-                .unwrap();
-        }
+        set_callback_secret_expiry(&app, &link_id, i64::MAX / 2);
         // Delete from the bound stack disconnects.
         let res = app
             .send_callback(&secret, &cb("msg_delete_1", "Delete", &stack(1)))
@@ -319,4 +296,16 @@ async fn the_first_create_binds_the_stack_and_the_secret_expires() {
             .await;
         assert_eq!(link["state"], "disconnected");
     }
+}
+
+/// Moves a link's callback secret expiry (as time passing would).
+fn set_callback_secret_expiry(app: &FlowApp, link_id: &str, ms: i64) {
+    use diesel::RunQueryDsl as _;
+    let mut conn = app.state.pool.get().unwrap();
+    let n = diesel::sql_query(format!(
+        "UPDATE aws_account_links SET callback_secret_expires_ms = {ms} WHERE id = '{link_id}'"
+    ))
+    .execute(&mut conn)
+    .unwrap();
+    assert_eq!(n, 1);
 }
