@@ -195,6 +195,12 @@ pub fn run_migrations(conn: &mut Conn) -> Result<Vec<String>> {
     }
 }
 
+/// One round trip that needs no table: is the database answering?
+pub fn ping(conn: &mut Conn) -> Result<()> {
+    conn.batch_execute("SELECT 1")?;
+    Ok(())
+}
+
 /// Reverts every applied migration (down.sql, newest first): an empty database.
 pub fn revert_all_migrations(conn: &mut Conn) -> Result<Vec<String>> {
     let reverted = match conn {

@@ -19,7 +19,7 @@ pub mod webhooks;
 
 pub use backend::{
     Backend, Conn, Manager, Pool, PooledConn, SQLITE_BUSY_TIMEOUT, connect, has_pending_migrations,
-    parse_url, pool, revert_all_migrations, run_migrations, write_transaction,
+    parse_url, ping, pool, revert_all_migrations, run_migrations, write_transaction,
 };
 pub use error::{Error, Result};
 pub use types::{

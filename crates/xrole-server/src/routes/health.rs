@@ -1,7 +1,6 @@
 //! Liveness, readiness, metrics and the OpenAPI document.
 
 use actix_web::{HttpResponse, web};
-use diesel::connection::SimpleConnection;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -50,7 +49,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let not_ready = |_| ApiError::NotReady("the database is unavailable".into());
     state
         .db(|conn| {
-            conn.batch_execute("SELECT 1").map_err(|e| {
+            xrole_store::ping(conn).map_err(|e| {
                 tracing::warn!(error = %e, "readiness check failed");
                 ApiError::Unavailable
             })
