@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod idempotency;
 pub mod idempotency_key;
+pub mod jobs;
 pub mod journal;
 pub mod keyring_watch;
 pub mod link_flow;

@@ -3,7 +3,8 @@
 //! worker died (its lease expired) is taken over and resumed from its
 //! journal by another.
 //!
-//! Kinds: `verify_link` (the broker's trust check), `provision_vpc`,
+//! What each kind carries is the job contract, [`crate::jobs`]. Kinds:
+//! `verify_link` (the broker's trust check), `provision_vpc`,
 //! `provision_instances`, `provision_database` (an [`EnvironmentPlan`] run
 //! by `xrole-provision` with the customer's session) and `teardown`.
 
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use xrole_assume::{
     AssumeSpec, AwsAccountId, RoleArn, SessionName, SourceIdentity, VerifyOptions, VerifyOutcome,
 };
@@ -21,82 +21,16 @@ use xrole_store::jobs::{Claimed, Job, Lease, RetryPolicy};
 use xrole_store::resources::{NewResource, Resource};
 use xrole_store::{AccessLevel, Conn, JobId, LinkId, LinkState, OrgId, ResourceId, ResourceState};
 
+use crate::jobs::{
+    JobSpec, KIND_DATABASE, KIND_INSTANCES, KIND_TEARDOWN, KIND_VERIFY, KIND_VPC, ProvisionPayload,
+    RES_DATABASE, RES_INSTANCE, RES_VPC, TeardownPayload, VerifyPayload,
+};
 use crate::journal::{SourceView, StepFilter, StoreJournal};
 use crate::link_flow::{AwsRuntime, interpret};
 use crate::state::AppState;
 
-/// Job kind: verify a link's role.
-pub const KIND_VERIFY: &str = "verify_link";
-/// Job kind: build a VPC.
-pub const KIND_VPC: &str = "provision_vpc";
-/// Job kind: launch instances in a VPC.
-pub const KIND_INSTANCES: &str = "provision_instances";
-/// Job kind: create a database in a VPC.
-pub const KIND_DATABASE: &str = "provision_database";
-/// Job kind: delete a resource (and, with cascade, its dependents).
-pub const KIND_TEARDOWN: &str = "teardown";
-
-/// Resource kind of a VPC (with its subnets, gateway, routes and groups).
-pub const RES_VPC: &str = "vpc";
-/// Resource kind of an EC2 instance.
-pub const RES_INSTANCE: &str = "ec2_instance";
-/// Resource kind of an RDS instance.
-pub const RES_DATABASE: &str = "rds_instance";
-
 /// Tag holding the step that created a resource.
 const STEP_TAG: &str = xrole_provision::tags::STEP;
-
-/// The payload of a `verify_link` job.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct VerifyPayload {
-    /// Who asked (audit actor string).
-    pub actor: String,
-    /// The link's generation to test; a result for any other is ignored.
-    /// Absent in jobs queued before generations existed: the link's own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generation: Option<i64>,
-    /// The role to test (likewise).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role_arn: Option<String>,
-}
-
-/// The payload of a provisioning job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProvisionPayload {
-    /// Who asked (audit actor string).
-    pub actor: String,
-    /// The AWS region.
-    pub region: String,
-    /// The whole plan (for instances and databases: the VPC's plan plus the
-    /// new part; the VPC's steps come from its job's journal).
-    pub plan: EnvironmentPlan,
-    /// The job that built the VPC (instances and databases).
-    pub vpc_job: Option<String>,
-    /// The VPC resource (instances and databases).
-    pub vpc_resource: Option<String>,
-}
-
-/// The payload of a `teardown` job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TeardownPayload {
-    /// Who asked (audit actor string).
-    pub actor: String,
-    /// The resource to delete.
-    pub resource: String,
-    /// Whether dependents go too (children first).
-    pub cascade: bool,
-    /// Whether each database is deleted with a final snapshot (the default;
-    /// `false` only when the request said so).
-    #[serde(default = "yes")]
-    pub final_snapshot: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Attempts a job gets.
-pub const MAX_ATTEMPTS: u32 = 5;
 
 /// Job counters of this process's workers, in `/metrics`.
 #[derive(Debug, Default)]
@@ -557,13 +491,14 @@ async fn run_job(
     counter: Arc<Counter>,
     took_over: bool,
 ) -> Result<(), JobError> {
-    match job.kind.as_str() {
-        KIND_VERIFY => verify(state, aws, job, lease).await,
-        KIND_VPC | KIND_INSTANCES | KIND_DATABASE => {
-            provision(state, aws, job, lease, counter, took_over).await
+    match JobSpec::from_row(&job.kind, &job.payload).map_err(JobError::permanent)? {
+        JobSpec::VerifyLink(p) => verify(state, aws, job, lease, p).await,
+        JobSpec::ProvisionVpc(p)
+        | JobSpec::ProvisionInstances(p)
+        | JobSpec::ProvisionDatabase(p) => {
+            provision(state, aws, job, lease, counter, took_over, p).await
         }
-        KIND_TEARDOWN => teardown(state, aws, job, lease, counter).await,
-        other => Err(JobError::permanent(format!("unknown job kind {other}"))),
+        JobSpec::Teardown(p) => teardown(state, aws, job, lease, counter, p).await,
     }
 }
 
@@ -699,11 +634,10 @@ async fn verify(
     aws: &Arc<AwsRuntime>,
     job: &Job,
     lease: &Lease,
+    payload: VerifyPayload,
 ) -> Result<(), JobError> {
     let org = job.org_id;
     let link_id = link_of(job)?;
-    let payload: VerifyPayload = serde_json::from_value(job.payload.clone())
-        .map_err(|e| JobError::permanent(e.to_string()))?;
     let a = access(state, org, link_id).await?;
     // What this job was queued to test (older rows: the link as it is).
     let generation = payload.generation.unwrap_or(a.link.generation);
@@ -971,11 +905,10 @@ async fn provision(
     lease: &Lease,
     counter: Arc<Counter>,
     took_over: bool,
+    p: ProvisionPayload,
 ) -> Result<(), JobError> {
     let org = job.org_id;
     let link = link_of(job)?;
-    let p: ProvisionPayload = serde_json::from_value(job.payload.clone())
-        .map_err(|e| JobError::permanent(e.to_string()))?;
     let plan = p.plan.clone().validate()?;
     counter
         .total
@@ -1148,11 +1081,10 @@ async fn teardown(
     job: &Job,
     lease: &Lease,
     counter: Arc<Counter>,
+    p: TeardownPayload,
 ) -> Result<(), JobError> {
     let org = job.org_id;
     let link = link_of(job)?;
-    let p: TeardownPayload = serde_json::from_value(job.payload.clone())
-        .map_err(|e| JobError::permanent(e.to_string()))?;
     let rid: ResourceId = p
         .resource
         .parse()

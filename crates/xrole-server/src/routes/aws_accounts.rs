@@ -17,6 +17,7 @@ use crate::auth::{Operator, Principal};
 use crate::body::{path_id, query, read_json};
 use crate::error::{ApiError, Problem};
 use crate::idempotency;
+use crate::jobs::{self, JobSpec, ProvisionPayload, VerifyPayload};
 use crate::link_flow::{self, AwsRuntime};
 use crate::pagination::PageQuery;
 use crate::routes::jobs::JobOut;
@@ -25,7 +26,6 @@ use crate::routes::organizations::parse_name;
 use crate::routes::resources::ResourceOut;
 use crate::state::AppState;
 use crate::timefmt::format_ms;
-use crate::worker::{self, ProvisionPayload, VerifyPayload};
 
 /// The AWS side of the server, or 503 when it was started without one.
 pub fn aws_runtime(state: &AppState) -> Result<Arc<AwsRuntime>, ApiError> {
@@ -276,30 +276,19 @@ pub fn start_verification(
 ) -> Result<xrole_store::jobs::Job, ApiError> {
     let l = xrole_store::links::begin_verification(conn, org, link, trigger, now)?;
     let role_arn = l.role_arn.clone();
-    for queued in xrole_store::jobs::queued_for_link(conn, org, link, worker::KIND_VERIFY)? {
+    for queued in xrole_store::jobs::queued_for_link(conn, org, link, jobs::KIND_VERIFY)? {
         let p: VerifyPayload = serde_json::from_value(queued.payload.clone()).unwrap_or_default();
         if p.generation == Some(l.generation) && p.role_arn == role_arn {
             return Ok(queued);
         }
         xrole_store::jobs::cancel(conn, org, queued.id, now)?;
     }
-    let payload = serde_json::to_value(VerifyPayload {
+    let spec = JobSpec::VerifyLink(VerifyPayload {
         actor: actor.to_owned(),
         generation: Some(l.generation),
         role_arn,
-    })
-    .map_err(ApiError::internal)?;
-    Ok(xrole_store::jobs::enqueue(
-        conn,
-        org,
-        &xrole_store::jobs::NewJob {
-            link: Some(link),
-            kind: worker::KIND_VERIFY,
-            payload: &payload,
-            max_attempts: worker::MAX_ATTEMPTS,
-        },
-        now,
-    )?)
+    });
+    Ok(jobs::enqueue(conn, org, link, &spec, now)?)
 }
 
 /// Create a link: a `pending` link, its External ID, and the stack's
@@ -864,9 +853,7 @@ fn vpc_of(
         xrole_store::resources::find_by_aws_id(conn, org, link.id, &region, vpc_id)?
             .ok_or_else(bad)?
     };
-    if res.link_id != link.id
-        || res.kind != worker::RES_VPC
-        || res.state != ResourceState::Available
+    if res.link_id != link.id || res.kind != jobs::RES_VPC || res.state != ResourceState::Available
     {
         return Err(bad());
     }
@@ -889,7 +876,7 @@ fn build_payload(
     link: &xrole_store::links::Link,
     req: &Request,
     actor: &str,
-) -> Result<(&'static str, ProvisionPayload), ApiError> {
+) -> Result<JobSpec, ApiError> {
     match req {
         Request::Vpc(v) => {
             let region = match &v.region {
@@ -929,16 +916,13 @@ fn build_payload(
             let plan: EnvironmentPlan = serde_json::from_value(plan)
                 .map_err(|e| ApiError::invalid("body", e.to_string()))?;
             validate(&plan)?;
-            Ok((
-                worker::KIND_VPC,
-                ProvisionPayload {
-                    actor: actor.to_owned(),
-                    region,
-                    plan,
-                    vpc_job: None,
-                    vpc_resource: None,
-                },
-            ))
+            Ok(JobSpec::ProvisionVpc(ProvisionPayload {
+                actor: actor.to_owned(),
+                region,
+                plan,
+                vpc_job: None,
+                vpc_resource: None,
+            }))
         }
         Request::Instances(i) => {
             let (vpc, base) = vpc_of(conn, org, link, &i.vpc_id)?;
@@ -961,16 +945,13 @@ fn build_payload(
             ];
             plan.databases = Vec::new();
             validate(&plan)?;
-            Ok((
-                worker::KIND_INSTANCES,
-                ProvisionPayload {
-                    actor: actor.to_owned(),
-                    region: base.region,
-                    plan,
-                    vpc_job: vpc.job_id.map(|j| j.to_string()),
-                    vpc_resource: Some(vpc.id.to_string()),
-                },
-            ))
+            Ok(JobSpec::ProvisionInstances(ProvisionPayload {
+                actor: actor.to_owned(),
+                region: base.region,
+                plan,
+                vpc_job: vpc.job_id.map(|j| j.to_string()),
+                vpc_resource: Some(vpc.id.to_string()),
+            }))
         }
         Request::Database(d) => {
             let (vpc, base) = vpc_of(conn, org, link, &d.vpc_id)?;
@@ -998,16 +979,13 @@ fn build_payload(
                 serde_json::from_value(db).map_err(|e| ApiError::invalid("body", e.to_string()))?,
             ];
             validate(&plan)?;
-            Ok((
-                worker::KIND_DATABASE,
-                ProvisionPayload {
-                    actor: actor.to_owned(),
-                    region: base.region,
-                    plan,
-                    vpc_job: vpc.job_id.map(|j| j.to_string()),
-                    vpc_resource: Some(vpc.id.to_string()),
-                },
-            ))
+            Ok(JobSpec::ProvisionDatabase(ProvisionPayload {
+                actor: actor.to_owned(),
+                region: base.region,
+                plan,
+                vpc_job: vpc.job_id.map(|j| j.to_string()),
+                vpc_resource: Some(vpc.id.to_string()),
+            }))
         }
     }
 }
@@ -1035,21 +1013,20 @@ async fn provision(
                 let now = st.now_ms();
                 let link = provisionable(conn, org, id)?;
                 let actor = principal.actor().as_string();
-                let (kind, payload) = build_payload(conn, org, &link, &request, &actor)?;
-                let value = serde_json::to_value(&payload).map_err(ApiError::internal)?;
-                let job = xrole_store::jobs::enqueue(
-                    conn,
-                    org,
-                    &xrole_store::jobs::NewJob { link: Some(id), kind, payload: &value, max_attempts: worker::MAX_ATTEMPTS },
-                    now,
-                )?;
+                let spec = build_payload(conn, org, &link, &request, &actor)?;
+                let region = match &spec {
+                    JobSpec::ProvisionVpc(p) | JobSpec::ProvisionInstances(p) | JobSpec::ProvisionDatabase(p) => p.region.clone(),
+                    _ => String::new(),
+                };
+                let kind = spec.kind();
+                let job = jobs::enqueue(conn, org, id, &spec, now)?;
                 audit::record(
                     conn,
                     org,
                     &principal.actor(),
                     "job.created",
                     Some(format!("job:{}", job.id)),
-                    serde_json::json!({"kind": kind, "aws_account_id": id.to_string(), "region": payload.region}),
+                    serde_json::json!({"kind": kind, "aws_account_id": id.to_string(), "region": region}),
                     Some(&info),
                     now,
                 )?;

@@ -10,11 +10,11 @@ use crate::audit::{self, RequestInfo};
 use crate::auth::Principal;
 use crate::body::{path_id, query};
 use crate::error::{ApiError, Problem};
+use crate::jobs::{self, JobSpec, TeardownPayload};
 use crate::routes::aws_accounts::aws_runtime;
 use crate::routes::jobs::JobOut;
 use crate::state::AppState;
 use crate::timefmt::format_ms;
-use crate::worker::{self, TeardownPayload};
 
 /// An AWS resource xrole made.
 #[derive(Debug, Serialize, ToSchema)]
@@ -100,7 +100,7 @@ fn subtree_has_database(
     org: OrgId,
     r: &xrole_store::resources::Resource,
 ) -> Result<bool, ApiError> {
-    if r.kind == worker::RES_DATABASE {
+    if r.kind == jobs::RES_DATABASE {
         return Ok(true);
     }
     for c in xrole_store::resources::children(conn, org, r.id)? {
@@ -172,24 +172,13 @@ pub async fn delete(
                     ),
                 });
             }
-            let payload = serde_json::to_value(TeardownPayload {
+            let spec = JobSpec::Teardown(TeardownPayload {
                 actor: principal.actor().as_string(),
                 resource: id.to_string(),
                 cascade,
                 final_snapshot,
-            })
-            .map_err(ApiError::internal)?;
-            let job = xrole_store::jobs::enqueue(
-                conn,
-                org,
-                &xrole_store::jobs::NewJob {
-                    link: Some(r.link_id),
-                    kind: worker::KIND_TEARDOWN,
-                    payload: &payload,
-                    max_attempts: worker::MAX_ATTEMPTS,
-                },
-                now,
-            )?;
+            });
+            let job = jobs::enqueue(conn, org, r.link_id, &spec, now)?;
             mark_deleting(conn, org, id, now)?;
             audit::record(
                 conn,
