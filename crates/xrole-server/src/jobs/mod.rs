@@ -4,9 +4,21 @@
 //! dispatches on it. A row keeps its encoding (the `kind` column and the
 //! payload as JSON), so jobs queued by an older release still run.
 //!
+//! Each kind runs in its own file (`verify.rs`, `provision.rs`,
+//! `teardown.rs`, one `run` each, sharing `context.rs`); the worker
+//! (`crate::worker`) only claims, leases and dispatches.
+//!
 //! To add a job kind: a `KIND_…` name, a payload struct, a [`JobSpec`]
-//! variant (with its arms in `kind`, `from_row` and `payload`), and its
-//! `run` in the worker's dispatch.
+//! variant (with its arms in `kind`, `from_row` and `payload`), a file with
+//! its `run`, and its arm in the worker's dispatch.
+
+pub(crate) mod context;
+mod error;
+pub(crate) mod provision;
+pub(crate) mod teardown;
+pub(crate) mod verify;
+
+pub use error::JobError;
 
 use serde::{Deserialize, Serialize};
 use xrole_provision::EnvironmentPlan;
