@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use xrole_assume::RoleArn;
 use xrole_crypto::{ExternalId, WebhookSecret};
-use xrole_provision::{AMAZON_LINUX_2023_X86_64, CidrBlock, EnvironmentPlan, Error as PlanError};
+use xrole_provision::{
+    AMAZON_LINUX_2023_X86_64, AmiSource, CidrBlock, DatabasePlan, Engine, EnvironmentPlan,
+    Error as PlanError, IngressRule, IngressSource, InstancePlan, Protocol, SecurityGroupPlan,
+    SubnetTier, VpcPlan,
+};
 use xrole_store::links::VerifyTrigger;
 use xrole_store::{AccessLevel, Conn, LinkId, LinkState, OrgId, ResourceId, ResourceState};
 
@@ -897,24 +901,37 @@ fn build_payload(
                     ));
                 }
             }
-            let cidr = cidr.to_string();
-            let plan = serde_json::json!({
-                "name": v.name,
-                "vpc": {
-                    "cidr": cidr,
-                    "availability_zones": v.availability_zones,
-                    "security_groups": [
-                        {"name": "app", "description": "xrole application instances",
-                         "ingress": [{"protocol": "tcp", "from_port": 443, "to_port": 443, "source": {"cidr": cidr}}]},
-                        {"name": "db", "description": "xrole databases",
-                         "ingress": [
-                            {"protocol": "tcp", "from_port": 5432, "to_port": 5432, "source": {"security_group": "app"}},
-                            {"protocol": "tcp", "from_port": 3306, "to_port": 3306, "source": {"security_group": "app"}}]},
+            let tcp = |port: u16, source: IngressSource| IngressRule {
+                protocol: Protocol::Tcp,
+                from_port: port,
+                to_port: port,
+                source,
+            };
+            let plan = EnvironmentPlan {
+                name: v.name.clone(),
+                vpc: VpcPlan {
+                    cidr,
+                    availability_zones: v.availability_zones.clone(),
+                    subnet_prefix: None,
+                    security_groups: vec![
+                        SecurityGroupPlan {
+                            name: "app".into(),
+                            description: "xrole application instances".into(),
+                            ingress: vec![tcp(443, IngressSource::Cidr(cidr.as_ipv4()))],
+                        },
+                        SecurityGroupPlan {
+                            name: "db".into(),
+                            description: "xrole databases".into(),
+                            ingress: vec![
+                                tcp(5432, IngressSource::SecurityGroup("app".into())),
+                                tcp(3306, IngressSource::SecurityGroup("app".into())),
+                            ],
+                        },
                     ],
                 },
-            });
-            let plan: EnvironmentPlan = serde_json::from_value(plan)
-                .map_err(|e| ApiError::invalid("body", e.to_string()))?;
+                instances: Vec::new(),
+                databases: Vec::new(),
+            };
             validate(&plan)?;
             Ok(JobSpec::ProvisionVpc(ProvisionPayload {
                 actor: actor.to_owned(),
@@ -931,18 +948,20 @@ fn build_payload(
                 return Err(ApiError::invalid("count", "must be 1 to 10"));
             }
             let ami = match &i.image_id {
-                Some(id) => serde_json::json!({"id": id}),
-                None => serde_json::json!({"ssm_parameter": AMAZON_LINUX_2023_X86_64}),
+                Some(id) => AmiSource::Id(id.clone()),
+                None => AmiSource::SsmParameter(AMAZON_LINUX_2023_X86_64.to_owned()),
             };
-            let instance = serde_json::json!({
-                "name": i.name, "ami": ami, "instance_type": i.instance_type,
-                "subnet_tier": "public", "security_groups": ["app"], "count": count,
-            });
             let mut plan = base.plan.clone();
-            plan.instances = vec![
-                serde_json::from_value(instance)
-                    .map_err(|e| ApiError::invalid("body", e.to_string()))?,
-            ];
+            plan.instances = vec![InstancePlan {
+                name: i.name.clone(),
+                ami,
+                instance_type: i.instance_type.clone(),
+                subnet_tier: SubnetTier::Public,
+                security_groups: vec!["app".into()],
+                count,
+                root_volume_gib: None,
+                user_data: None,
+            }];
             plan.databases = Vec::new();
             validate(&plan)?;
             Ok(JobSpec::ProvisionInstances(ProvisionPayload {
@@ -955,29 +974,27 @@ fn build_payload(
         }
         Request::Database(d) => {
             let (vpc, base) = vpc_of(conn, org, link, &d.vpc_id)?;
-            let engine = match d.engine.as_str() {
-                "postgres" => "postgres",
-                "mysql" => "mysql",
+            let (engine, default_version) = match d.engine.as_str() {
+                "postgres" => (Engine::Postgres, "16.4"),
+                "mysql" => (Engine::Mysql, "8.0.39"),
                 _ => return Err(ApiError::invalid("engine", "must be postgres or mysql")),
             };
-            let version = d.engine_version.clone().unwrap_or_else(|| {
-                if engine == "postgres" {
-                    "16.4".to_owned()
-                } else {
-                    "8.0.39".to_owned()
-                }
-            });
-            let db = serde_json::json!({
-                "name": d.name, "engine": engine, "engine_version": version,
-                "instance_class": d.instance_class, "allocated_storage_gib": d.allocated_storage_gb,
-                "multi_az": d.multi_az.unwrap_or(false), "security_groups": ["db"],
-                "master_username": "xroleadmin",
-            });
             let mut plan = base.plan.clone();
             plan.instances = Vec::new();
-            plan.databases = vec![
-                serde_json::from_value(db).map_err(|e| ApiError::invalid("body", e.to_string()))?,
-            ];
+            plan.databases = vec![DatabasePlan {
+                name: d.name.clone(),
+                engine,
+                engine_version: d
+                    .engine_version
+                    .clone()
+                    .unwrap_or_else(|| default_version.to_owned()),
+                instance_class: d.instance_class.clone(),
+                allocated_storage_gib: d.allocated_storage_gb,
+                multi_az: d.multi_az.unwrap_or(false),
+                security_groups: vec!["db".into()],
+                master_username: "xroleadmin".into(),
+                deletion_protection: true,
+            }];
             validate(&plan)?;
             Ok(JobSpec::ProvisionDatabase(ProvisionPayload {
                 actor: actor.to_owned(),
