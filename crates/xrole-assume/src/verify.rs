@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_credential_types::Credentials;
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_types::region::Region;
 use tracing::instrument::WithSubscriber as _;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -398,48 +400,33 @@ impl Broker {
             .credentials_provider(creds)
             .build();
         let iam = aws_sdk_iam::Client::from_conf(conf);
-        let mut attempt = 0u32;
-        let failure: Failure = loop {
-            attempt += 1;
-            // The answer holds the External ID, and the SDK logs whole
-            // responses at TRACE: this one call runs with logging off.
-            let call = iam
-                .get_role()
-                .role_name(role.name())
-                .send()
-                .with_subscriber(tracing::subscriber::NoSubscriber::default());
-            match call.await {
-                Ok(out) => {
-                    let raw = out
-                        .role()
-                        .and_then(|r| r.assume_role_policy_document())
-                        .unwrap_or_default();
-                    return Ok(parse_document(raw).ok_or_else(|| {
-                        "iam:GetRole answered a trust policy that is not JSON".to_owned()
-                    }));
-                }
-                Err(e) => {
-                    let f = classify(&e);
-                    if !f.class.is_retryable() || attempt >= self.max_attempts() {
-                        break f;
-                    }
-                    self.sleep(self.retry_delay(attempt)).await;
-                }
+        let answer = self
+            .read_as_session("iam:GetRole", || {
+                // The answer holds the External ID, and the SDK logs whole
+                // responses at TRACE: this one call runs with logging off.
+                iam.get_role()
+                    .role_name(role.name())
+                    .send()
+                    .with_subscriber(tracing::subscriber::NoSubscriber::default())
+            })
+            .await?;
+        Ok(match answer {
+            Ok(out) => {
+                let raw = out
+                    .role()
+                    .and_then(|r| r.assume_role_policy_document())
+                    .unwrap_or_default();
+                parse_document(raw).ok_or_else(|| {
+                    "iam:GetRole answered a trust policy that is not JSON".to_owned()
+                })
             }
-        };
-        match failure.class {
-            Class::Throttled | Class::Transient => Err(Error::Transient {
-                message: format!("iam:GetRole: {}: {}", failure.code, failure.message),
-            }),
-            _ => Ok(Err(format!(
+            Err(failure) => Err(format!(
                 "iam:GetRole on the role itself failed ({}); grant it to let xrole audit the trust policy",
                 failure.code
-            ))),
-        }
+            )),
+        })
     }
-}
 
-impl Broker {
     /// `organizations:DescribeOrganization` as the verification session:
     /// `Ok(Ok(management account))`, `Ok(Err(why not))` when the account is
     /// in no organization or may not ask, `Err` when AWS could not answer.
@@ -455,43 +442,63 @@ impl Broker {
             .credentials_provider(creds)
             .build();
         let client = aws_sdk_organizations::Client::from_conf(conf);
-        let mut attempt = 0u32;
-        let failure: Failure = loop {
-            attempt += 1;
-            match client.describe_organization().send().await {
-                Ok(out) => {
-                    let master = out
-                        .organization()
-                        .and_then(|o| o.master_account_id())
-                        .unwrap_or_default();
-                    return Ok(AwsAccountId::parse(master).map_err(|_| {
-                        format!("DescribeOrganization answered no management account ({master:?})")
-                    }));
-                }
-                Err(e) => {
-                    let f = classify(&e);
-                    if !f.class.is_retryable() || attempt >= self.max_attempts() {
-                        break f;
-                    }
-                    self.sleep(self.retry_delay(attempt)).await;
-                }
+        let answer = self
+            .read_as_session("organizations:DescribeOrganization", || {
+                client.describe_organization().send()
+            })
+            .await?;
+        Ok(match answer {
+            Ok(out) => {
+                let master = out
+                    .organization()
+                    .and_then(|o| o.master_account_id())
+                    .unwrap_or_default();
+                AwsAccountId::parse(master).map_err(|_| {
+                    format!("DescribeOrganization answered no management account ({master:?})")
+                })
             }
-        };
-        match failure.class {
-            Class::Throttled | Class::Transient => Err(Error::Transient {
-                message: format!(
-                    "organizations:DescribeOrganization: {}: {}",
-                    failure.code, failure.message
-                ),
-            }),
-            _ if failure.code == "AWSOrganizationsNotInUseException" => {
-                Ok(Err("the account belongs to no AWS Organization".to_owned()))
+            Err(f) if f.code == "AWSOrganizationsNotInUseException" => {
+                Err("the account belongs to no AWS Organization".to_owned())
             }
-            _ => Ok(Err(format!(
+            Err(f) => Err(format!(
                 "organizations:DescribeOrganization as the role failed ({}), so the account's \
                  organization cannot be confirmed; the organization template grants it",
-                failure.code
-            ))),
+                f.code
+            )),
+        })
+    }
+
+    /// One read the verification session makes, retried like the broker's
+    /// STS calls: `Ok(Ok(answer))`, `Ok(Err(failure))` when AWS refused it,
+    /// `Err` when throttling or a transient failure outlasted the attempts.
+    async fn read_as_session<T, E, Fut>(
+        &self,
+        action: &str,
+        mut call: impl FnMut() -> Fut,
+    ) -> Result<Result<T, Failure>, Error>
+    where
+        Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match call().await {
+                Ok(out) => return Ok(Ok(out)),
+                Err(e) => {
+                    let f = classify(&e);
+                    if f.class.is_retryable() && attempt < self.max_attempts() {
+                        self.sleep(self.retry_delay(attempt)).await;
+                        continue;
+                    }
+                    return match f.class {
+                        Class::Throttled | Class::Transient => Err(Error::Transient {
+                            message: format!("{action}: {}: {}", f.code, f.message),
+                        }),
+                        _ => Ok(Err(f)),
+                    };
+                }
+            }
         }
     }
 }
