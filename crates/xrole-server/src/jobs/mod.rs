@@ -141,6 +141,16 @@ impl JobSpec {
         })
     }
 
+    /// The AWS region a provisioning job acts in (`None` for the others).
+    pub fn region(&self) -> Option<&str> {
+        match self {
+            JobSpec::ProvisionVpc(p)
+            | JobSpec::ProvisionInstances(p)
+            | JobSpec::ProvisionDatabase(p) => Some(&p.region),
+            JobSpec::VerifyLink(_) | JobSpec::Teardown(_) => None,
+        }
+    }
+
     /// The payload column's value.
     pub fn payload(&self) -> serde_json::Value {
         let value = match self {

@@ -1031,10 +1031,6 @@ async fn provision(
                 let link = provisionable(conn, org, id)?;
                 let actor = principal.actor().as_string();
                 let spec = build_payload(conn, org, &link, &request, &actor)?;
-                let region = match &spec {
-                    JobSpec::ProvisionVpc(p) | JobSpec::ProvisionInstances(p) | JobSpec::ProvisionDatabase(p) => p.region.clone(),
-                    _ => String::new(),
-                };
                 let kind = spec.kind();
                 let job = jobs::enqueue(conn, org, id, &spec, now)?;
                 audit::record(
@@ -1043,7 +1039,7 @@ async fn provision(
                     &principal.actor(),
                     "job.created",
                     Some(format!("job:{}", job.id)),
-                    serde_json::json!({"kind": kind, "aws_account_id": id.to_string(), "region": region}),
+                    serde_json::json!({"kind": kind, "aws_account_id": id.to_string(), "region": spec.region()}),
                     Some(&info),
                     now,
                 )?;
