@@ -357,13 +357,19 @@ async fn run_job(
     counter: Arc<Counter>,
     took_over: bool,
 ) -> Result<(), JobError> {
+    let run = Run {
+        state,
+        aws,
+        job,
+        lease,
+        counter,
+        took_over,
+    };
     match JobSpec::from_row(&job.kind, &job.payload).map_err(JobError::permanent)? {
-        JobSpec::VerifyLink(p) => jobs::verify::run(state, aws, job, lease, p).await,
+        JobSpec::VerifyLink(p) => jobs::verify::run(run, p).await,
         JobSpec::ProvisionVpc(p)
         | JobSpec::ProvisionInstances(p)
-        | JobSpec::ProvisionDatabase(p) => {
-            jobs::provision::run(state, aws, job, lease, counter, took_over, p).await
-        }
-        JobSpec::Teardown(p) => jobs::teardown::run(state, aws, job, lease, counter, p).await,
+        | JobSpec::ProvisionDatabase(p) => jobs::provision::run(run, p).await,
+        JobSpec::Teardown(p) => jobs::teardown::run(run, p).await,
     }
 }

@@ -2,12 +2,13 @@
 //! trail, the link's access, customer sessions, tags and progress.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use xrole_assume::{AssumeSpec, AwsAccountId, RoleArn, SessionName, SourceIdentity};
 use xrole_provision::ExecutorOptions;
-use xrole_store::jobs::Job;
+use xrole_store::jobs::{Job, Lease};
 use xrole_store::{AccessLevel, Conn, JobId, LinkId, LinkState, OrgId};
 
 use super::error::JobError;
@@ -240,4 +241,17 @@ pub(crate) async fn customer_session(
     Ok(aws
         .broker
         .sdk_config(&spec, aws_config::Region::new(region.to_owned())))
+}
+
+/// What every job kind's `run` gets from the worker: the server, its AWS
+/// side, the claimed job with its lease, and the progress the lease
+/// renewer reports.
+pub(crate) struct Run<'a> {
+    pub(crate) state: &'a AppState,
+    pub(crate) aws: &'a Arc<AwsRuntime>,
+    pub(crate) job: &'a Job,
+    pub(crate) lease: &'a Lease,
+    pub(crate) counter: Arc<Counter>,
+    /// Whether another worker held the job before (its journal resumes).
+    pub(crate) took_over: bool,
 }

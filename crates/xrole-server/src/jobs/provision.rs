@@ -1,11 +1,9 @@
 //! `provision_vpc`, `provision_instances`, `provision_database`: a plan
 //! run by `xrole-provision` with the customer's session, journaled.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use xrole_provision::{EnvironmentPlan, Executor, ExecutorOptions, JobScope, Progress};
-use xrole_store::jobs::{Job, Lease};
 use xrole_store::resources::{NewResource, Resource};
 use xrole_store::{Conn, JobId, ResourceId, ResourceState};
 
@@ -15,8 +13,6 @@ use crate::jobs::{
     KIND_DATABASE, KIND_INSTANCES, KIND_VPC, ProvisionPayload, RES_DATABASE, RES_INSTANCE, RES_VPC,
 };
 use crate::journal::{SourceView, StepFilter, StoreJournal};
-use crate::link_flow::AwsRuntime;
-use crate::state::AppState;
 
 /// How many steps a create runs (for progress).
 fn create_step_count(plan: &EnvironmentPlan, kind: &str) -> i64 {
@@ -44,15 +40,15 @@ fn create_step_count(plan: &EnvironmentPlan, kind: &str) -> i64 {
 }
 
 /// Runs one claimed job of this kind; the worker records the outcome.
-pub(crate) async fn run(
-    state: &AppState,
-    aws: &Arc<AwsRuntime>,
-    job: &Job,
-    lease: &Lease,
-    counter: Arc<Counter>,
-    took_over: bool,
-    p: ProvisionPayload,
-) -> Result<(), JobError> {
+pub(crate) async fn run(run: Run<'_>, p: ProvisionPayload) -> Result<(), JobError> {
+    let Run {
+        state,
+        aws,
+        job,
+        lease,
+        counter,
+        took_over,
+    } = run;
     let org = job.org_id;
     let link = link_of(job)?;
     let plan = p.plan.clone().validate()?;

@@ -1,10 +1,8 @@
 //! `teardown`: a resource and, with cascade, its dependents, children first.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use xrole_provision::{Executor, ExecutorOptions, JobScope};
-use xrole_store::jobs::{Job, Lease};
 use xrole_store::resources::Resource;
 use xrole_store::{Conn, OrgId, ResourceId};
 
@@ -12,8 +10,6 @@ use super::context::*;
 use super::error::JobError;
 use crate::jobs::{KIND_TEARDOWN, ProvisionPayload, RES_DATABASE, RES_INSTANCE, TeardownPayload};
 use crate::journal::{SourceView, StepFilter, StoreJournal};
-use crate::link_flow::AwsRuntime;
-use crate::state::AppState;
 
 /// The resource and everything under it, children first.
 fn subtree(conn: &mut Conn, org: OrgId, root: Resource) -> Result<Vec<Resource>, JobError> {
@@ -26,14 +22,15 @@ fn subtree(conn: &mut Conn, org: OrgId, root: Resource) -> Result<Vec<Resource>,
 }
 
 /// Runs one claimed job of this kind; the worker records the outcome.
-pub(crate) async fn run(
-    state: &AppState,
-    aws: &Arc<AwsRuntime>,
-    job: &Job,
-    lease: &Lease,
-    counter: Arc<Counter>,
-    p: TeardownPayload,
-) -> Result<(), JobError> {
+pub(crate) async fn run(run: Run<'_>, p: TeardownPayload) -> Result<(), JobError> {
+    let Run {
+        state,
+        aws,
+        job,
+        lease,
+        counter,
+        ..
+    } = run;
     let org = job.org_id;
     let link = link_of(job)?;
     let rid: ResourceId = p

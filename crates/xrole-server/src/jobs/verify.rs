@@ -1,7 +1,6 @@
 //! `verify_link`: the broker's trust check of a link's role, applied to
 //! the link only if the link has not changed since the job was queued.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use xrole_assume::{AwsAccountId, RoleArn, VerifyOptions, VerifyOutcome};
@@ -34,13 +33,14 @@ async fn organization_of(
 }
 
 /// Runs one claimed job of this kind; the worker records the outcome.
-pub(crate) async fn run(
-    state: &AppState,
-    aws: &Arc<AwsRuntime>,
-    job: &Job,
-    lease: &Lease,
-    payload: VerifyPayload,
-) -> Result<(), JobError> {
+pub(crate) async fn run(run: Run<'_>, payload: VerifyPayload) -> Result<(), JobError> {
+    let Run {
+        state,
+        aws,
+        job,
+        lease,
+        ..
+    } = run;
     let org = job.org_id;
     let link_id = link_of(job)?;
     let a = access(state, org, link_id).await?;
