@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use xrole_server::link_flow::AwsSettings;
 use xrole_testkit::{Aws, CustomerAccount, TestDb};
 
-use crate::organizations::create_connection;
+use crate::organizations::acme_connection;
 use crate::support::*;
 
 fn env_number(name: &str, default: u32) -> u32 {
@@ -67,12 +67,7 @@ async fn an_organization_reporting_at_once_gets_one_verified_link_per_account() 
         };
         let app = spawn_flow_app_with(db, &aws, 4, settings, |_| {}).await;
         let org = app.create_org("Acme").await;
-        let created = create_connection(
-            &app,
-            &org,
-            &json!({"name": "Acme org", "access_level": "read_only", "region": "us-east-1"}),
-        )
-        .await;
+        let created = acme_connection(&app, &org, None).await;
         let cid = created["id"].as_str().unwrap().to_owned();
         let external_id = created["external_id"].as_str().unwrap().to_owned();
         let secret = created["onboarding"]["parameters"]["CallbackSecret"]

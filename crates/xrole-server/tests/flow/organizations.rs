@@ -46,6 +46,16 @@ fn fresh_name(params: &Value) -> Value {
     p
 }
 
+/// A read-only connection in us-east-1 named "Acme org", naming its
+/// management account when given.
+pub async fn acme_connection(app: &FlowApp, org: &Org, management: Option<&str>) -> Value {
+    let mut body = json!({"name": "Acme org", "access_level": "read_only", "region": "us-east-1"});
+    if let Some(m) = management {
+        body["management_account_id"] = json!(m);
+    }
+    create_connection(app, org, &body).await
+}
+
 pub async fn create_connection(app: &FlowApp, org: &Org, body: &Value) -> Value {
     let res = app.post("/v1/aws-organizations", &org.key, body).await;
     assert_eq!(
@@ -98,12 +108,7 @@ async fn every_account_of_an_organization_becomes_its_own_link() {
         let backend = format!("{:?}", db.backend());
         let app = spawn_flow_app(db, &aws, 4).await;
         let org = app.create_org("Acme").await;
-        let created = create_connection(
-            &app,
-            &org,
-            &json!({"name": "Acme org", "access_level": "read_only", "region": "us-east-1"}),
-        )
-        .await;
+        let created = acme_connection(&app, &org, None).await;
         let cid = created["id"].as_str().unwrap().to_owned();
         assert_eq!(created["state"], "pending");
         let o = &created["onboarding"];
@@ -415,13 +420,7 @@ async fn a_connection_naming_its_management_account_takes_only_its_members() {
         let backend = format!("{:?}", db.backend());
         let app = spawn_flow_app(db, &aws, 4).await;
         let org = app.create_org("Acme").await;
-        let created = create_connection(
-            &app,
-            &org,
-            &json!({"name": "Acme org", "access_level": "read_only", "region": "us-east-1",
-                "management_account_id": acme.management().account_id()}),
-        )
-        .await;
+        let created = acme_connection(&app, &org, Some(acme.management().account_id())).await;
         assert_eq!(
             created["management_account_id"],
             acme.management().account_id()
